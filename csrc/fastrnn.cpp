@@ -1,0 +1,83 @@
+// The C ABI: pick the widest ISA build this CPU runs, and hold the thread settings.
+#include "fastrnn.h"
+
+#include <atomic>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+extern "C" {
+void scipy_openblas_set_num_threads(int num_threads);
+
+#define FASTRNN_DECLARE_ISA(isa)                                          \
+    int fastrnn_forward_##isa(const fastrnn_forward_args *a);             \
+    int fastrnn_backward_##isa(const fastrnn_backward_args *a);
+FASTRNN_DECLARE_ISA(baseline)
+#ifdef FASTRNN_HAVE_X86_BUILDS
+FASTRNN_DECLARE_ISA(avx2)
+FASTRNN_DECLARE_ISA(avx512)
+#endif
+}
+
+namespace {
+struct Kernels {
+    int (*forward)(const fastrnn_forward_args *);
+    int (*backward)(const fastrnn_backward_args *);
+    const char *name;
+};
+
+Kernels choose_kernels() {
+#ifdef FASTRNN_HAVE_X86_BUILDS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return {fastrnn_forward_avx512, fastrnn_backward_avx512, "avx512"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return {fastrnn_forward_avx2, fastrnn_backward_avx2, "avx2"};
+#endif
+    return {fastrnn_forward_baseline, fastrnn_backward_baseline, "baseline"};
+}
+
+const Kernels &kernels() {
+    static const Kernels chosen = choose_kernels();
+    return chosen;
+}
+
+std::atomic<int> blas_threads{0};
+}  // namespace
+
+extern "C" {
+
+void fastrnn_set_blas_threads(int n) {
+    if (blas_threads.exchange(n) != n) scipy_openblas_set_num_threads(n);
+}
+
+int fastrnn_forward(const fastrnn_forward_args *args) {
+    if (args->cell < FASTRNN_RNN_TANH || args->cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;
+    return kernels().forward(args);
+}
+
+int fastrnn_backward(const fastrnn_backward_args *args) {
+    if (args->cell < FASTRNN_RNN_TANH || args->cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;
+    return kernels().backward(args);
+}
+
+int fastrnn_default_num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+const char *fastrnn_isa(void) { return kernels().name; }
+
+int fastrnn_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+}

@@ -1,0 +1,87 @@
+/* fastrnn's C ABI: one layer, one direction, the whole sequence, forward and backward (BPTT).
+ *
+ * Gate layout (torch's): weights stack the gates in rows, G = 1 (RNN), 4 (LSTM: i, f, g, o),
+ * 3 (GRU: r, z, n). Shapes below use T steps, B batch rows, I input features, H hidden units.
+ * All arrays are C-contiguous unless a leading dimension (ld*) is given. Nothing here is checked:
+ * the Python layer validates every argument before calling. No argument may alias another, except
+ * that the tape written by forward is read (and overwritten) by backward.
+ *
+ * Variable lengths: lengths[b] in 1..T, or lengths == NULL for all T. Row b is processed at steps
+ * s = 0..lengths[b]-1, at time s (forward direction) or lengths[b]-1-s (reverse direction).
+ *
+ * Returns FASTRNN_OK, or a status the caller turns into an exception.
+ */
+#ifndef FASTRNN_H
+#define FASTRNN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum fastrnn_cell { FASTRNN_RNN_TANH = 0, FASTRNN_RNN_RELU = 1, FASTRNN_LSTM = 2, FASTRNN_GRU = 3 };
+enum fastrnn_dtype { FASTRNN_FLOAT32 = 0, FASTRNN_FLOAT64 = 1 };
+enum fastrnn_status { FASTRNN_OK = 0, FASTRNN_ERR_NOMEM = 1, FASTRNN_ERR_ARGUMENT = 2 };
+
+typedef struct {
+    int cell;               /* enum fastrnn_cell */
+    int dtype;              /* enum fastrnn_dtype: every array below holds this type */
+    int64_t steps, batch, input_size, hidden_size;
+    int reverse;            /* 1: the reverse direction of a bidirectional layer */
+    const int64_t *lengths; /* IN (B) or NULL */
+    const void *x;          /* IN (T, B, I) */
+    const void *h0;         /* IN (B, H) */
+    const void *c0;         /* IN (B, H), LSTM only */
+    const void *w_ih;       /* IN (G*H, I) */
+    const void *w_hh;       /* IN (G*H, H) */
+    const void *b_ih;       /* IN (G*H) or NULL */
+    const void *b_hh;       /* IN (G*H) or NULL */
+    void *y;                /* OUT (T, B, ldy): columns 0..H-1 of each row; zero past each length */
+    int64_t ldy;
+    void *hn;               /* OUT (B, H): state after each row's last step */
+    void *cn;               /* OUT (B, H), LSTM only */
+    /* The tape for backward; gates == NULL means inference (no tape is written). Zero past each length.
+     * gates:  (T, B, G*H) the gate activations (RNN: h_t itself)
+     * h_prev: (T, B, H)   the state each step read
+     * aux:    LSTM (T, B, 2H) [c_{t-1}, tanh(c_t)]; GRU (T, B, H) W_hn h_{t-1} + b_hn; RNN unused */
+    void *gates, *h_prev, *aux;
+    int num_threads;
+} fastrnn_forward_args;
+
+typedef struct {
+    int cell, dtype;
+    int64_t steps, batch, input_size, hidden_size;
+    int reverse;
+    const int64_t *lengths; /* IN (B) or NULL: as in forward */
+    const void *x;          /* IN (T, B, I): forward's input, zero past each length */
+    const void *w_ih;       /* IN (G*H, I) */
+    const void *w_hh;       /* IN (G*H, H) */
+    const void *dy;         /* IN (T, B, ldy): gradient of the loss w.r.t. y; read only within lengths */
+    int64_t ldy;
+    const void *dhn;        /* IN (B, H) */
+    const void *dcn;        /* IN (B, H), LSTM only */
+    void *gates, *h_prev, *aux; /* IN forward's tape; gates and aux are overwritten with gate gradients */
+    void *dx;               /* OUT (T, B, I): overwritten, or added into when accumulate_dx */
+    int accumulate_dx;
+    void *dh0;              /* OUT (B, H) */
+    void *dc0;              /* OUT (B, H), LSTM only */
+    void *dw_ih, *dw_hh;    /* ADDED INTO (G*H, I), (G*H, H) */
+    void *db_ih, *db_hh;    /* ADDED INTO (G*H) each, or NULL */
+    int num_threads;
+} fastrnn_backward_args;
+
+int fastrnn_forward(const fastrnn_forward_args *args);
+int fastrnn_backward(const fastrnn_backward_args *args);
+
+/* Threads: OpenMP inside each step, OpenBLAS for the large GEMMs. */
+int fastrnn_default_num_threads(void);
+/* Which instruction-set build the kernels dispatch to: "avx512", "avx2" or "baseline". */
+const char *fastrnn_isa(void);
+/* 1 when built with OpenMP. */
+int fastrnn_has_openmp(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,162 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The only Cython in fastrnn: array checks are already done (fastrnn._layer / fastrnn.layers);
+this fills the C argument structs, releases the GIL, calls C and turns a status into an exception."""
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef struct fastrnn_forward_args:
+        int cell, dtype
+        int64_t steps, batch, input_size, hidden_size
+        int reverse
+        const int64_t *lengths
+        const void *x
+        const void *h0
+        const void *c0
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        void *y
+        int64_t ldy
+        void *hn
+        void *cn
+        void *gates
+        void *h_prev
+        void *aux
+        int num_threads
+    ctypedef struct fastrnn_backward_args:
+        int cell, dtype
+        int64_t steps, batch, input_size, hidden_size
+        int reverse
+        const int64_t *lengths
+        const void *x
+        const void *w_ih
+        const void *w_hh
+        const void *dy
+        int64_t ldy
+        const void *dhn
+        const void *dcn
+        void *gates
+        void *h_prev
+        void *aux
+        void *dx
+        int accumulate_dx
+        void *dh0
+        void *dc0
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+        int num_threads
+    int fastrnn_forward(const fastrnn_forward_args *args)
+    int fastrnn_backward(const fastrnn_backward_args *args)
+    int fastrnn_default_num_threads()
+    const char *fastrnn_isa()
+    int fastrnn_has_openmp()
+    int FASTRNN_OK, FASTRNN_ERR_NOMEM
+
+CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+
+cdef int _num_threads = max(1, fastrnn_default_num_threads())
+
+
+def set_num_threads(int n):
+    global _num_threads
+    _num_threads = n
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def isa():
+    """The instruction-set build the kernels run: 'avx512', 'avx2' or 'baseline'."""
+    return fastrnn_isa().decode()
+
+
+def has_openmp():
+    return bool(fastrnn_has_openmp())
+
+
+cdef inline void *_data(object arr):
+    return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef int _dtype_code(cnp.ndarray arr):
+    return 1 if arr.dtype.itemsize == 8 else 0
+
+
+cdef _raise(int status, str what):
+    if status == FASTRNN_ERR_NOMEM:
+        raise MemoryError(f"fastrnn {what}: could not allocate the kernel's workspace")
+    raise RuntimeError(f"fastrnn {what}: kernel returned status {status}")
+
+
+def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, bint reverse,
+            cnp.ndarray y, hn, cn, gates, h_prev, aux):
+    """y is a (T, B, H) view whose rows may be strided (ldy); everything else C-contiguous."""
+    cdef fastrnn_forward_args a
+    cdef int status
+    a.cell = CELLS[mode]
+    a.dtype = _dtype_code(x)
+    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.hidden_size = y.shape[2]
+    a.reverse = reverse
+    a.lengths = <const int64_t *>_data(lengths)
+    a.x = _data(x)
+    a.h0 = _data(h0)
+    a.c0 = _data(c0)
+    a.w_ih = _data(w_ih)
+    a.w_hh = _data(w_hh)
+    a.b_ih = _data(b_ih)
+    a.b_hh = _data(b_hh)
+    a.y = _data(y)
+    a.ldy = y.strides[1] // y.itemsize
+    a.hn = _data(hn)
+    a.cn = _data(cn)
+    a.gates = _data(gates)
+    a.h_prev = _data(h_prev)
+    a.aux = _data(aux)
+    a.num_threads = _num_threads
+    with nogil:
+        status = fastrnn_forward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "forward")
+
+
+def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, cnp.ndarray dy, dhn, dcn,
+             gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
+    cdef fastrnn_backward_args a
+    cdef int status
+    a.cell = CELLS[mode]
+    a.dtype = _dtype_code(x)
+    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.hidden_size = dy.shape[2]
+    a.reverse = reverse
+    a.lengths = <const int64_t *>_data(lengths)
+    a.x = _data(x)
+    a.w_ih = _data(w_ih)
+    a.w_hh = _data(w_hh)
+    a.dy = _data(dy)
+    a.ldy = dy.strides[1] // dy.itemsize
+    a.dhn = _data(dhn)
+    a.dcn = _data(dcn)
+    a.gates = _data(gates)
+    a.h_prev = _data(h_prev)
+    a.aux = _data(aux)
+    a.dx = _data(dx)
+    a.accumulate_dx = accumulate_dx
+    a.dh0 = _data(dh0)
+    a.dc0 = _data(dc0)
+    a.dw_ih = _data(dw_ih)
+    a.dw_hh = _data(dw_hh)
+    a.db_ih = _data(db_ih)
+    a.db_hh = _data(db_hh)
+    a.num_threads = _num_threads
+    with nogil:
+        status = fastrnn_backward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "backward")

@@ -1,0 +1,329 @@
+"""The layer object shared by the compiled engine and the NumPy reference.
+
+Layering (top to bottom):
+    RNN / LSTM / GRU        argument checks, parameters, stacking, directions, dropout   (this file)
+    _forward_direction      one layer, one direction over the whole sequence            (subclass)
+        compiled: fastrnn.layers -> fastrnn._kernels (Cython, GIL released) -> csrc/ (C++, OpenMP)
+        reference: fastrnn.reference (NumPy, written straight from the equations)
+
+Everything a user can get wrong is checked here, before any compiled code runs.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import _validation as V
+from ._grad_mode import is_grad_enabled
+
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+_DTYPES = (np.float32, np.float64)
+
+
+def _positive_int(value, name, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class _Tape:
+    """What one forward pass leaves for backward."""
+
+    def __init__(self, lengths, shape, batch_first, hx_given):
+        self.lengths = lengths
+        self.shape = shape  # (T, B, input_size) in time-major order
+        self.batch_first = batch_first
+        self.hx_given = hx_given
+        self.layers = []  # per layer: list of per-direction tapes
+        self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
+
+
+class RecurrentLayer:
+    """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
+
+    _mode = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+            raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        self.dtype = dt
+        self.training = True
+        self._tape = None
+
+        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(dropout_seq)
+        init_rng = np.random.default_rng(init_seq)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self.params = OrderedDict()
+        for name, shape in self._param_shapes():
+            self.params[name] = init_rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self.grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def gate_size(self):
+        return GATES[self._mode] * self.hidden_size
+
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def _param_shapes(self):
+        G, H = self.gate_size, self.hidden_size
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else H * self.num_directions
+            for sfx in self._suffixes():
+                yield f"weight_ih_l{layer}{sfx}", (G, layer_input)
+                yield f"weight_hh_l{layer}{sfx}", (G, H)
+                if self.bias:
+                    yield f"bias_ih_l{layer}{sfx}", (G,)
+                    yield f"bias_hh_l{layer}{sfx}", (G,)
+
+    def _weights(self, store, layer, direction):
+        sfx = self._suffixes()[direction]
+        b_ih = store.get(f"bias_ih_l{layer}{sfx}")
+        b_hh = store.get(f"bias_hh_l{layer}{sfx}")
+        return (store[f"weight_ih_l{layer}{sfx}"], store[f"weight_hh_l{layer}{sfx}"], b_ih, b_hh)
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def state_dict(self):
+        return OrderedDict((k, v.copy()) for k, v in self.params.items())
+
+    def load_state_dict(self, state_dict):
+        """Load torch-keyed weights; every key, shape and dtype is checked before anything is written."""
+        try:
+            keys = set(state_dict.keys())
+        except AttributeError:
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}") from None
+        expected = set(self.params)
+        missing, extra = sorted(expected - keys), sorted(keys - expected)
+        if missing or extra:
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {extra}")
+        converted = {}
+        for name, target in self.params.items():
+            arr = np.asarray(state_dict[name])
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"load_state_dict: {name} must hold real numbers, got dtype {arr.dtype}")
+            if arr.shape != target.shape:
+                raise ValueError(f"load_state_dict: {name} must have shape {target.shape}, got {arr.shape}")
+            converted[name] = arr.astype(self.dtype, copy=False)
+        for name, arr in converted.items():  # all checked: now write, in place (optimizers hold these arrays)
+            self.params[name][...] = arr
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ----------------------------------------------------------------- forward
+    def __call__(self, x, hx=None, lengths=None):
+        return self.forward(x, hx, lengths)
+
+    def _state_shape(self, batch):
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _check_state(self, value, batch, name):
+        arr = V.as_real_array(value, name, self.dtype)
+        V.check_shape(arr, self._state_shape(batch), name)
+        return arr
+
+    def _parse_hx(self, hx, batch):
+        shape = self._state_shape(batch)
+        if hx is None:
+            zeros = np.zeros(shape, self.dtype)
+            return (zeros, zeros) if self._mode == "lstm" else (zeros, None)
+        if self._mode == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("hx for an LSTM must be a tuple (h0, c0) or None")
+            return self._check_state(hx[0], batch, "hx[0] (h0)"), self._check_state(hx[1], batch, "hx[1] (c0)")
+        if isinstance(hx, tuple):
+            raise TypeError(f"hx for {type(self).__name__} must be one array, not a tuple")
+        return self._check_state(hx, batch, "hx"), None
+
+    def _time_major_input(self, x):
+        x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+        arr = V.as_real_array(x, "x", self.dtype) if x.dtype != self.dtype else x
+        layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+        V.check_rank(arr, 3, "x", layout)
+        if arr.shape[2] != self.input_size:
+            raise ValueError(f"x must have input_size={self.input_size} features in its last axis, got shape {arr.shape}")
+        if self.batch_first:
+            arr = arr.transpose(1, 0, 2)
+        if 0 in arr.shape:
+            raise ValueError(f"x must have at least one time step and one sequence, got shape {x.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def forward(self, x, hx=None, lengths=None):
+        """Run the whole stack. Returns (y, hn); hn is (h_n, c_n) for LSTM."""
+        x = self._time_major_input(x)
+        T, B, _ = x.shape
+        V.check_blas_size(T * B, max(self.gate_size, self.input_size, self.hidden_size * 2), "x (seq_len*batch rows)")
+        h0_all, c0_all = self._parse_hx(hx, B)
+        if lengths is not None:
+            lengths = V.as_lengths(lengths, B, T)
+            if np.all(lengths == T):
+                lengths = None
+        if lengths is not None:
+            x = x.copy()  # padded steps must not reach any sum, whatever they hold (NaN included)
+            x[np.arange(T)[:, None] >= lengths[None, :]] = 0
+
+        keep_tape = is_grad_enabled()
+        tape = _Tape(lengths, x.shape, self.batch_first, hx is not None) if keep_tape else None
+        H, D = self.hidden_size, self.num_directions
+        hn_all = np.empty(self._state_shape(B), self.dtype)
+        cn_all = np.empty(self._state_shape(B), self.dtype) if self._mode == "lstm" else None
+        layer_input = x
+        for layer in range(self.num_layers):
+            mask = None
+            if layer > 0 and self.training and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                mask = (self._dropout_rng.random(layer_input.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                layer_input = layer_input * mask
+            y = np.empty((T, B, H * D), self.dtype)
+            direction_tapes = []
+            for d in range(D):
+                idx = layer * D + d
+                c0 = c0_all[idx] if c0_all is not None else None
+                hn, cn, dtape = self._forward_direction(
+                    layer_input, h0_all[idx], c0, self._weights(self.params, layer, d),
+                    lengths, bool(d), y[:, :, d * H:(d + 1) * H], keep_tape)
+                hn_all[idx] = hn
+                if cn_all is not None:
+                    cn_all[idx] = cn
+                direction_tapes.append(dtape)
+            if tape is not None:
+                tape.layers.append(direction_tapes)
+                if layer > 0:
+                    tape.dropout_masks.append(mask)
+            layer_input = y
+        self._tape = tape
+        y = layer_input.transpose(1, 0, 2) if self.batch_first else layer_input
+        return y, ((hn_all, cn_all) if self._mode == "lstm" else hn_all)
+
+    # ----------------------------------------------------------------- backward
+    def backward(self, dy=None, dhn=None):
+        """BPTT through the most recent forward. Adds parameter gradients into ``grads``; returns (dx, dhx)."""
+        tape = self._tape
+        if tape is None:
+            raise RuntimeError(
+                "backward needs a forward pass that recorded a tape: call forward first (outside no_grad); "
+                "each forward allows one backward")
+        T, B, _ = tape.shape
+        H, D = self.hidden_size, self.num_directions
+        if dy is None:
+            dy_tm = np.zeros((T, B, H * D), self.dtype)
+        else:
+            dy_arr = V.as_real_array(dy, "dy", self.dtype)
+            expected = (B, T, H * D) if tape.batch_first else (T, B, H * D)
+            V.check_shape(dy_arr, expected, "dy")
+            dy_tm = np.ascontiguousarray(dy_arr.transpose(1, 0, 2)) if tape.batch_first else dy_arr
+        dhn_all, dcn_all = self._parse_dhn(dhn, B)
+        self._tape = None  # a second backward needs a new forward
+
+        dh0_all = np.empty(self._state_shape(B), self.dtype)
+        dc0_all = np.empty(self._state_shape(B), self.dtype) if self._mode == "lstm" else None
+        grad_out = dy_tm
+        for layer in reversed(range(self.num_layers)):
+            in_features = tape.shape[2] if layer == 0 else H * D
+            dx = np.empty((T, B, in_features), self.dtype)
+            for d in range(D):
+                idx = layer * D + d
+                dcn = dcn_all[idx] if dcn_all is not None else None
+                dh0, dc0 = self._backward_direction(
+                    tape.layers[layer][d], grad_out[:, :, d * H:(d + 1) * H], dhn_all[idx], dcn,
+                    self._weights(self.grads, layer, d), dx, d > 0)
+                dh0_all[idx] = dh0
+                if dc0_all is not None:
+                    dc0_all[idx] = dc0
+            if layer > 0 and tape.dropout_masks[layer - 1] is not None:
+                dx *= tape.dropout_masks[layer - 1]
+            grad_out = dx
+        dx = grad_out.transpose(1, 0, 2) if tape.batch_first else grad_out
+        return dx, ((dh0_all, dc0_all) if self._mode == "lstm" else dh0_all)
+
+    def _parse_dhn(self, dhn, batch):
+        if dhn is None:
+            zeros = np.zeros(self._state_shape(batch), self.dtype)
+            return zeros, (zeros if self._mode == "lstm" else None)
+        if self._mode == "lstm":
+            if not isinstance(dhn, (tuple, list)) or len(dhn) != 2:
+                raise TypeError("dhn for an LSTM must be a tuple (dh_n, dc_n) or None")
+            dh = np.zeros(self._state_shape(batch), self.dtype) if dhn[0] is None else self._check_state(dhn[0], batch, "dhn[0] (dh_n)")
+            dc = np.zeros(self._state_shape(batch), self.dtype) if dhn[1] is None else self._check_state(dhn[1], batch, "dhn[1] (dc_n)")
+            return dh, dc
+        return self._check_state(dhn, batch, "dhn"), None
+
+    # ----------------------------------------------------------------- per direction (subclasses)
+    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
+        """One layer, one direction.
+
+        x (T, B, In) C-contiguous; h0, c0 (B, H) (c0 None unless LSTM); weights (w_ih, w_hh, b_ih, b_hh),
+        biases may be None; lengths int64 (B,) or None; y_out (T, B, H) view to write (zeros past each
+        length). Returns (hn, cn, tape); tape is None unless keep_tape.
+        """
+        raise NotImplementedError
+
+    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
+        """BPTT for one direction. dy (T, B, H) view; dhn/dcn (B, H); grads: arrays to ADD into, as
+        weights; dx_out (T, B, In) is overwritten, or added into when ``accumulate``. Returns (dh0, dc0)."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        extra = f", nonlinearity={self._mode[4:]!r}" if self._mode.startswith("rnn") else ""
+        return (f"{type(self).__module__.split('.')[0]}.{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"num_layers={self.num_layers}{extra}, bias={self.bias}, batch_first={self.batch_first}, "
+                f"dropout={self.dropout}, bidirectional={self.bidirectional}, dtype={self.dtype.name})")
+
+
+def make_layer_classes(base, namespace_module):
+    """The three public classes over one engine base (compiled or reference): RNN, LSTM, GRU."""
+
+    class RNN(base):
+        __doc__ = f"Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), act tanh or relu ({namespace_module})."
+
+        def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                     batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+            if nonlinearity not in ("tanh", "relu"):
+                raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            self._mode = "rnn_" + nonlinearity
+            self.nonlinearity = nonlinearity
+            super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, dtype, seed)
+
+    class LSTM(base):
+        __doc__ = f"LSTM with torch's gate order [i, f, g, o] ({namespace_module})."
+        _mode = "lstm"
+
+    class GRU(base):
+        __doc__ = f"GRU with torch's gate order [r, z, n], reset applied after the matmul ({namespace_module})."
+        _mode = "gru"
+
+    for cls in (RNN, LSTM, GRU):
+        cls.__module__ = namespace_module
+        cls.__qualname__ = cls.__name__
+    return RNN, LSTM, GRU

@@ -1,0 +1,56 @@
+"""Argument checks shared by every layer: nothing reaches compiled code unchecked.
+
+Each check names the argument, what was expected and what came, and raises
+ValueError (wrong shape or value) or TypeError (wrong kind of data).
+"""
+import numpy as np
+
+BLAS_INT_MAX = 2**31 - 1  # scipy-openblas32 indexes with 32-bit integers
+
+
+def as_real_array(value, name, dtype):
+    """Convert an array-like to a C-contiguous array of ``dtype`` (copying only when needed)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be a numeric array-like, got {type(value).__name__}: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(
+            f"{name} must hold real numbers (float or int), got dtype {arr.dtype}"
+        )
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_shape(arr, expected, name):
+    if arr.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {arr.shape}")
+
+
+def check_rank(arr, rank, name, meaning):
+    if arr.ndim != rank:
+        raise ValueError(f"{name} must be {rank}-D {meaning}, got shape {arr.shape}")
+
+
+def as_lengths(lengths, batch, steps):
+    """Validate per-sequence lengths: B integers, each in 1..T; returns int64 or None when all are T."""
+    arr = np.asarray(lengths)
+    if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {arr.shape}")
+    if batch and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(
+            f"lengths must lie in 1..{steps} (the padded sequence length), "
+            f"got values from {arr.min()} to {arr.max()}"
+        )
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_blas_size(rows, cols, name):
+    """The GEMMs index with 32-bit integers: refuse sizes they cannot address."""
+    if rows > BLAS_INT_MAX or cols > BLAS_INT_MAX or rows * cols > 2**62:
+        raise ValueError(
+            f"{name} is too large: {rows} x {cols} elements exceeds what the BLAS can index"
+        )
