@@ -1,6 +1,11 @@
 // The large GEMMs (input projection, weight gradients, dx) go to OpenBLAS (scipy-openblas32: 32-bit
 // indices, symbols prefixed scipy_). The Python layer refuses sizes a 32-bit index cannot address.
 // Row-major, C = alpha * op(A) op(B) + beta * C.
+//
+// OpenBLAS runs single-threaded (fastrnn.cpp sets it once): its own thread pool would spin against
+// our OpenMP threads on the same cores. parallel_gemm splits C into tiles that depend only on the
+// shape, never on the thread count, and OpenMP threads share the tiles out: each C element is always
+// computed by the same call, so results are bit-identical for any thread count.
 // (cblas.h is included by kernels_isa.cpp, outside the per-ISA namespace)
 
 inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -15,4 +20,27 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, do
     scipy_cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                       (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c,
                       (blasint)ldc);
+}
+
+// Tiles of C along its longer side; at least 16 rows or columns each, at most 16 tiles.
+template <typename T>
+void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda,
+                   const T *b, int64_t ldb, T beta, T *c, int64_t ldc, int num_threads) {
+    if (m <= 0 || n <= 0) return;
+    const bool split_rows = m >= n;
+    const int64_t extent = split_rows ? m : n;
+    int64_t tile = (extent + 15) / 16;
+    tile = (tile + 15) / 16 * 16;
+    const int64_t n_tiles = (extent + tile - 1) / tile;
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
+    for (int64_t i = 0; i < n_tiles; ++i) {
+        const int64_t start = i * tile, size = (start + tile <= extent) ? tile : extent - start;
+        if (split_rows) {  // rows [start, start+size) of C: rows of op(A)
+            const T *a_tile = trans_a ? a + start : a + start * lda;
+            gemm(trans_a, trans_b, size, n, k, alpha, a_tile, lda, b, ldb, beta, c + start * ldc, ldc);
+        } else {           // columns [start, start+size) of C: columns of op(B)
+            const T *b_tile = trans_b ? b + start * ldb : b + start;
+            gemm(trans_a, trans_b, m, size, k, alpha, a, lda, b_tile, ldb, beta, c + start, ldc);
+        }
+    }
 }

@@ -1,7 +1,6 @@
 // The C ABI: pick the widest ISA build this CPU runs, and hold the thread settings.
 #include "fastrnn.h"
 
-#include <atomic>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -40,18 +39,15 @@ Kernels choose_kernels() {
 }
 
 const Kernels &kernels() {
-    static const Kernels chosen = choose_kernels();
+    static const Kernels chosen = [] {
+        scipy_openblas_set_num_threads(1);  // our OpenMP threads share the GEMM tiles out (blas.h)
+        return choose_kernels();
+    }();
     return chosen;
 }
-
-std::atomic<int> blas_threads{0};
 }  // namespace
 
 extern "C" {
-
-void fastrnn_set_blas_threads(int n) {
-    if (blas_threads.exchange(n) != n) scipy_openblas_set_num_threads(n);
-}
 
 int fastrnn_forward(const fastrnn_forward_args *args) {
     if (args->cell < FASTRNN_RNN_TANH || args->cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;

@@ -19,10 +19,7 @@
 #define FASTRNN_CONCAT(a, b) FASTRNN_CONCAT2(a, b)
 #define FASTRNN_ENTRY(name) FASTRNN_CONCAT(name, FASTRNN_CONCAT(_, FASTRNN_ISA))
 
-extern "C" void fastrnn_set_blas_threads(int n);  // fastrnn.cpp
-
 namespace {
-inline void set_blas_threads(int n) { fastrnn_set_blas_threads(n); }
 #include "simd.h"
 #include "rnn_cell.h"
 #include "lstm_cell.h"

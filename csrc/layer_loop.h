@@ -169,8 +169,8 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     T *gates = tape ? (T *)a.gates : scratch_gates.data;
 
     // Input projection for every step at once.
-    set_blas_threads(a.num_threads);
-    gemm(false, true, T_steps * B, GH, I, T(1), (const T *)a.x, I, (const T *)a.w_ih, I, T(0), gates, GH);
+    parallel_gemm(false, true, T_steps * B, GH, I, T(1), (const T *)a.x, I, (const T *)a.w_ih, I, T(0), gates, GH,
+                  a.num_threads);
 
     pack_forward_panels(panels.data, (const T *)a.w_hh, G, H);
     const T *b_ih = (const T *)a.b_ih, *b_hh = (const T *)a.b_hh;
@@ -342,24 +342,24 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
     const T *x = (const T *)a.x, *w_ih = (const T *)a.w_ih;
     T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
     const T beta_dx = a.accumulate_dx ? T(1) : T(0);
-    set_blas_threads(a.num_threads);
-    gemm(true, false, GH, H, rows, T(1), d_hh, GH, (const T *)a.h_prev, H, T(1), (T *)a.dw_hh, H);
+    const int nt = a.num_threads;
+    parallel_gemm(true, false, GH, H, rows, T(1), d_hh, GH, (const T *)a.h_prev, H, T(1), (T *)a.dw_hh, H, nt);
     if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, a.num_threads);
     if (Cell::has_direct_path) {  // GRU: [dr, dz] shared, n differs between the input and recurrent sides
         const int64_t H2 = GH - H;
         const T *d_n = (const T *)a.aux;
-        gemm(true, false, H2, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I);
-        gemm(true, false, H, I, rows, T(1), d_n, H, x, I, T(1), dw_ih + H2 * I, I);
+        parallel_gemm(true, false, H2, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
+        parallel_gemm(true, false, H, I, rows, T(1), d_n, H, x, I, T(1), dw_ih + H2 * I, I, nt);
         if (a.db_ih) {
             add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, a.num_threads);
             add_column_sums((T *)a.db_ih + H2, d_n, rows, H, H, a.num_threads);
         }
-        gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I);
-        gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I);
+        parallel_gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
+        parallel_gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I, nt);
     } else {
-        gemm(true, false, GH, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I);
+        parallel_gemm(true, false, GH, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
         if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, a.num_threads);
-        gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I);
+        parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
     }
     return FASTRNN_OK;
 }
