@@ -1,7 +1,8 @@
 /* fastrnn's C ABI: one layer, one direction, the whole sequence, forward and backward (BPTT).
  *
  * Gate layout (torch's): weights stack the gates in rows, G = 1 (RNN), 4 (LSTM: i, f, g, o),
- * 3 (GRU: r, z, n). Shapes below use T steps, B batch rows, I input features, H hidden units.
+ * 3 (GRU: r, z, n). Shapes below use T steps, B batch rows, I input features, H hidden units, P the state
+ * size (P = proj_size for an LSTM with a projection, h_t = W_hr (o * tanh c_t); otherwise P = H).
  * All arrays are C-contiguous unless a leading dimension (ld*) is given. Nothing here is checked:
  * the Python layer validates every argument before calling. No argument may alias another, except
  * that the tape written by forward is read (and overwritten) by backward.
@@ -28,22 +29,24 @@ typedef struct {
     int cell;               /* enum fastrnn_cell */
     int dtype;              /* enum fastrnn_dtype: every array below holds this type */
     int64_t steps, batch, input_size, hidden_size;
+    int64_t proj_size;      /* 0: none; LSTM only */
     int reverse;            /* 1: the reverse direction of a bidirectional layer */
     const int64_t *lengths; /* IN (B) or NULL */
     const void *x;          /* IN (T, B, I) */
-    const void *h0;         /* IN (B, H) */
+    const void *h0;         /* IN (B, P) */
     const void *c0;         /* IN (B, H), LSTM only */
     const void *w_ih;       /* IN (G*H, I) */
-    const void *w_hh;       /* IN (G*H, H) */
+    const void *w_hh;       /* IN (G*H, P) */
+    const void *w_hr;       /* IN (P, H) when proj_size > 0, else unused */
     const void *b_ih;       /* IN (G*H) or NULL */
     const void *b_hh;       /* IN (G*H) or NULL */
-    void *y;                /* OUT (T, B, ldy): columns 0..H-1 of each row; zero past each length */
+    void *y;                /* OUT (T, B, ldy): columns 0..P-1 of each row; zero past each length */
     int64_t ldy;
-    void *hn;               /* OUT (B, H): state after each row's last step */
+    void *hn;               /* OUT (B, P): state after each row's last step */
     void *cn;               /* OUT (B, H), LSTM only */
     /* The tape for backward; gates == NULL means inference (no tape is written). Zero past each length.
      * gates:  (T, B, G*H) the gate activations (RNN: h_t itself)
-     * h_prev: (T, B, H)   the state each step read
+     * h_prev: (T, B, P)   the state each step read
      * aux:    LSTM (T, B, 2H) [c_{t-1}, tanh(c_t)]; GRU (T, B, H) W_hn h_{t-1} + b_hn; RNN unused */
     void *gates, *h_prev, *aux;
     int num_threads;
@@ -51,22 +54,24 @@ typedef struct {
 
 typedef struct {
     int cell, dtype;
-    int64_t steps, batch, input_size, hidden_size;
+    int64_t steps, batch, input_size, hidden_size, proj_size;
     int reverse;
     const int64_t *lengths; /* IN (B) or NULL: as in forward */
     const void *x;          /* IN (T, B, I): forward's input, zero past each length */
     const void *w_ih;       /* IN (G*H, I) */
-    const void *w_hh;       /* IN (G*H, H) */
+    const void *w_hh;       /* IN (G*H, P) */
+    const void *w_hr;       /* IN (P, H) when proj_size > 0 */
     const void *dy;         /* IN (T, B, ldy): gradient of the loss w.r.t. y; read only within lengths */
     int64_t ldy;
-    const void *dhn;        /* IN (B, H) */
+    const void *dhn;        /* IN (B, P) */
     const void *dcn;        /* IN (B, H), LSTM only */
     void *gates, *h_prev, *aux; /* IN forward's tape; gates and aux are overwritten with gate gradients */
     void *dx;               /* OUT (T, B, I): overwritten, or added into when accumulate_dx */
     int accumulate_dx;
-    void *dh0;              /* OUT (B, H) */
+    void *dh0;              /* OUT (B, P) */
     void *dc0;              /* OUT (B, H), LSTM only */
-    void *dw_ih, *dw_hh;    /* ADDED INTO (G*H, I), (G*H, H) */
+    void *dw_ih, *dw_hh;    /* ADDED INTO (G*H, I), (G*H, P) */
+    void *dw_hr;            /* ADDED INTO (P, H) when proj_size > 0 */
     void *db_ih, *db_hh;    /* ADDED INTO (G*H) each, or NULL */
     int num_threads;
 } fastrnn_backward_args;

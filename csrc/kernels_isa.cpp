@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <type_traits>
+
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -26,7 +28,9 @@ namespace {
 #include "gru_cell.h"
 #include "recurrent_gemm.h"
 #include "blas.h"
-#include "layer_loop.h"
+#include "loop_support.h"
+#include "layer_forward.h"
+#include "layer_backward.h"
 
 template <typename T> int forward_typed(const fastrnn_forward_args &a) {
     switch (a.cell) {

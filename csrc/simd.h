@@ -28,7 +28,7 @@ template <> struct Simd<double> {
 
 template <typename T> using vec_t = typename Simd<T>::vec;
 
-template <typename T> inline vec_t<T> splat(T s) { return vec_t<T>{} + s; }
+template <typename T> inline vec_t<T> splat(T s) { return s - vec_t<T>{}; }  // s - 0 folds to a broadcast
 
 template <typename T> inline vec_t<T> load(const T *p) {
     vec_t<T> v;

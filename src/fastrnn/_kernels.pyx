@@ -9,7 +9,7 @@ cnp.import_array()
 cdef extern from "fastrnn.h" nogil:
     ctypedef struct fastrnn_forward_args:
         int cell, dtype
-        int64_t steps, batch, input_size, hidden_size
+        int64_t steps, batch, input_size, hidden_size, proj_size
         int reverse
         const int64_t *lengths
         const void *x
@@ -17,6 +17,7 @@ cdef extern from "fastrnn.h" nogil:
         const void *c0
         const void *w_ih
         const void *w_hh
+        const void *w_hr
         const void *b_ih
         const void *b_hh
         void *y
@@ -29,12 +30,13 @@ cdef extern from "fastrnn.h" nogil:
         int num_threads
     ctypedef struct fastrnn_backward_args:
         int cell, dtype
-        int64_t steps, batch, input_size, hidden_size
+        int64_t steps, batch, input_size, hidden_size, proj_size
         int reverse
         const int64_t *lengths
         const void *x
         const void *w_ih
         const void *w_hh
+        const void *w_hr
         const void *dy
         int64_t ldy
         const void *dhn
@@ -48,6 +50,7 @@ cdef extern from "fastrnn.h" nogil:
         void *dc0
         void *dw_ih
         void *dw_hh
+        void *dw_hr
         void *db_ih
         void *db_hh
         int num_threads
@@ -95,15 +98,17 @@ cdef _raise(int status, str what):
     raise RuntimeError(f"fastrnn {what}: kernel returned status {status}")
 
 
-def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, bint reverse,
-            cnp.ndarray y, hn, cn, gates, h_prev, aux):
-    """y is a (T, B, H) view whose rows may be strided (ldy); everything else C-contiguous."""
+def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, bint reverse,
+            int64_t hidden_size, cnp.ndarray y, hn, cn, gates, h_prev, aux):
+    """y is a (T, B, P) view whose rows may be strided (ldy); everything else C-contiguous.
+    P = y.shape[2] is the state size: hidden_size, or the projection size when w_hr is given."""
     cdef fastrnn_forward_args a
     cdef int status
     a.cell = CELLS[mode]
     a.dtype = _dtype_code(x)
     a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
-    a.hidden_size = y.shape[2]
+    a.hidden_size = hidden_size
+    a.proj_size = 0 if w_hr is None else y.shape[2]
     a.reverse = reverse
     a.lengths = <const int64_t *>_data(lengths)
     a.x = _data(x)
@@ -111,6 +116,7 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, bi
     a.c0 = _data(c0)
     a.w_ih = _data(w_ih)
     a.w_hh = _data(w_hh)
+    a.w_hr = _data(w_hr)
     a.b_ih = _data(b_ih)
     a.b_hh = _data(b_hh)
     a.y = _data(y)
@@ -127,19 +133,22 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, bi
         _raise(status, "forward")
 
 
-def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, cnp.ndarray dy, dhn, dcn,
-             gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
+def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, int64_t hidden_size,
+             cnp.ndarray dy, dhn, dcn, gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0,
+             dw_ih, dw_hh, dw_hr, db_ih, db_hh):
     cdef fastrnn_backward_args a
     cdef int status
     a.cell = CELLS[mode]
     a.dtype = _dtype_code(x)
     a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
-    a.hidden_size = dy.shape[2]
+    a.hidden_size = hidden_size
+    a.proj_size = 0 if w_hr is None else dy.shape[2]
     a.reverse = reverse
     a.lengths = <const int64_t *>_data(lengths)
     a.x = _data(x)
     a.w_ih = _data(w_ih)
     a.w_hh = _data(w_hh)
+    a.w_hr = _data(w_hr)
     a.dy = _data(dy)
     a.ldy = dy.strides[1] // dy.itemsize
     a.dhn = _data(dhn)
@@ -153,6 +162,7 @@ def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, cnp.nda
     a.dc0 = _data(dc0)
     a.dw_ih = _data(dw_ih)
     a.dw_hh = _data(dw_hh)
+    a.dw_hr = _data(dw_hr)
     a.db_ih = _data(db_ih)
     a.db_hh = _data(db_hh)
     a.num_threads = _num_threads

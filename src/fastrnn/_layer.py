@@ -45,9 +45,14 @@ class RecurrentLayer:
     _mode = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0):
         self.input_size = _positive_int(input_size, "input_size")
         self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.proj_size = _positive_int(proj_size, "proj_size", minimum=0)
+        if self.proj_size and self._mode != "lstm":
+            raise ValueError("proj_size is only supported by LSTM")
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), got {self.proj_size}")
         self.num_layers = _positive_int(num_layers, "num_layers")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -82,6 +87,11 @@ class RecurrentLayer:
         return 2 if self.bidirectional else 1
 
     @property
+    def output_size(self):
+        """Size of h (and of each direction's slice of y): proj_size when set, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    @property
     def gate_size(self):
         return GATES[self._mode] * self.hidden_size
 
@@ -89,21 +99,24 @@ class RecurrentLayer:
         return ("", "_reverse") if self.bidirectional else ("",)
 
     def _param_shapes(self):
-        G, H = self.gate_size, self.hidden_size
+        G, H, P = self.gate_size, self.hidden_size, self.output_size
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else H * self.num_directions
+            layer_input = self.input_size if layer == 0 else P * self.num_directions
             for sfx in self._suffixes():
                 yield f"weight_ih_l{layer}{sfx}", (G, layer_input)
-                yield f"weight_hh_l{layer}{sfx}", (G, H)
+                yield f"weight_hh_l{layer}{sfx}", (G, P)
                 if self.bias:
                     yield f"bias_ih_l{layer}{sfx}", (G,)
                     yield f"bias_hh_l{layer}{sfx}", (G,)
+                if self.proj_size:
+                    yield f"weight_hr_l{layer}{sfx}", (P, H)
 
     def _weights(self, store, layer, direction):
         sfx = self._suffixes()[direction]
         b_ih = store.get(f"bias_ih_l{layer}{sfx}")
         b_hh = store.get(f"bias_hh_l{layer}{sfx}")
-        return (store[f"weight_ih_l{layer}{sfx}"], store[f"weight_hh_l{layer}{sfx}"], b_ih, b_hh)
+        w_hr = store.get(f"weight_hr_l{layer}{sfx}")
+        return (store[f"weight_ih_l{layer}{sfx}"], store[f"weight_hh_l{layer}{sfx}"], b_ih, b_hh, w_hr)
 
     def zero_grad(self):
         for g in self.grads.values():
@@ -144,23 +157,25 @@ class RecurrentLayer:
     def __call__(self, x, hx=None, lengths=None):
         return self.forward(x, hx, lengths)
 
-    def _state_shape(self, batch):
-        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+    def _state_shape(self, batch, cell=False):
+        """(num_layers * D, B, size) of h (size = output_size) or, with cell=True, of the LSTM's c."""
+        size = self.hidden_size if cell else self.output_size
+        return (self.num_layers * self.num_directions, batch, size)
 
-    def _check_state(self, value, batch, name):
+    def _check_state(self, value, batch, name, cell=False):
         arr = V.as_real_array(value, name, self.dtype)
-        V.check_shape(arr, self._state_shape(batch), name)
+        V.check_shape(arr, self._state_shape(batch, cell), name)
         return arr
 
     def _parse_hx(self, hx, batch):
-        shape = self._state_shape(batch)
         if hx is None:
-            zeros = np.zeros(shape, self.dtype)
-            return (zeros, zeros) if self._mode == "lstm" else (zeros, None)
+            h0 = np.zeros(self._state_shape(batch), self.dtype)
+            return (h0, np.zeros(self._state_shape(batch, True), self.dtype)) if self._mode == "lstm" else (h0, None)
         if self._mode == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("hx for an LSTM must be a tuple (h0, c0) or None")
-            return self._check_state(hx[0], batch, "hx[0] (h0)"), self._check_state(hx[1], batch, "hx[1] (c0)")
+            return (self._check_state(hx[0], batch, "hx[0] (h0)"),
+                    self._check_state(hx[1], batch, "hx[1] (c0)", cell=True))
         if isinstance(hx, tuple):
             raise TypeError(f"hx for {type(self).__name__} must be one array, not a tuple")
         return self._check_state(hx, batch, "hx"), None
@@ -194,9 +209,9 @@ class RecurrentLayer:
 
         keep_tape = is_grad_enabled()
         tape = _Tape(lengths, x.shape, self.batch_first, hx is not None) if keep_tape else None
-        H, D = self.hidden_size, self.num_directions
+        H, D = self.output_size, self.num_directions
         hn_all = np.empty(self._state_shape(B), self.dtype)
-        cn_all = np.empty(self._state_shape(B), self.dtype) if self._mode == "lstm" else None
+        cn_all = np.empty(self._state_shape(B, True), self.dtype) if self._mode == "lstm" else None
         layer_input = x
         for layer in range(self.num_layers):
             mask = None
@@ -234,7 +249,7 @@ class RecurrentLayer:
                 "backward needs a forward pass that recorded a tape: call forward first (outside no_grad); "
                 "each forward allows one backward")
         T, B, _ = tape.shape
-        H, D = self.hidden_size, self.num_directions
+        H, D = self.output_size, self.num_directions
         if dy is None:
             dy_tm = np.zeros((T, B, H * D), self.dtype)
         else:
@@ -246,7 +261,7 @@ class RecurrentLayer:
         self._tape = None  # a second backward needs a new forward
 
         dh0_all = np.empty(self._state_shape(B), self.dtype)
-        dc0_all = np.empty(self._state_shape(B), self.dtype) if self._mode == "lstm" else None
+        dc0_all = np.empty(self._state_shape(B, True), self.dtype) if self._mode == "lstm" else None
         grad_out = dy_tm
         for layer in reversed(range(self.num_layers)):
             in_features = tape.shape[2] if layer == 0 else H * D
@@ -268,13 +283,14 @@ class RecurrentLayer:
 
     def _parse_dhn(self, dhn, batch):
         if dhn is None:
-            zeros = np.zeros(self._state_shape(batch), self.dtype)
-            return zeros, (zeros if self._mode == "lstm" else None)
+            dh = np.zeros(self._state_shape(batch), self.dtype)
+            return dh, (np.zeros(self._state_shape(batch, True), self.dtype) if self._mode == "lstm" else None)
         if self._mode == "lstm":
             if not isinstance(dhn, (tuple, list)) or len(dhn) != 2:
                 raise TypeError("dhn for an LSTM must be a tuple (dh_n, dc_n) or None")
             dh = np.zeros(self._state_shape(batch), self.dtype) if dhn[0] is None else self._check_state(dhn[0], batch, "dhn[0] (dh_n)")
-            dc = np.zeros(self._state_shape(batch), self.dtype) if dhn[1] is None else self._check_state(dhn[1], batch, "dhn[1] (dc_n)")
+            dc = (np.zeros(self._state_shape(batch, True), self.dtype) if dhn[1] is None
+                  else self._check_state(dhn[1], batch, "dhn[1] (dc_n)", cell=True))
             return dh, dc
         return self._check_state(dhn, batch, "dhn"), None
 
@@ -282,9 +298,9 @@ class RecurrentLayer:
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
         """One layer, one direction.
 
-        x (T, B, In) C-contiguous; h0, c0 (B, H) (c0 None unless LSTM); weights (w_ih, w_hh, b_ih, b_hh),
-        biases may be None; lengths int64 (B,) or None; y_out (T, B, H) view to write (zeros past each
-        length). Returns (hn, cn, tape); tape is None unless keep_tape.
+        x (T, B, In) C-contiguous; h0 (B, P), c0 (B, H) (None unless LSTM); weights (w_ih, w_hh, b_ih,
+        b_hh, w_hr), biases and w_hr may be None; lengths int64 (B,) or None; y_out (T, B, P) view to write
+        (zeros past each length). P = output_size. Returns (hn, cn, tape); tape is None unless keep_tape.
         """
         raise NotImplementedError
 
@@ -295,7 +311,9 @@ class RecurrentLayer:
 
     def __repr__(self):
         extra = f", nonlinearity={self._mode[4:]!r}" if self._mode.startswith("rnn") else ""
-        return (f"{type(self).__module__.split('.')[0]}.{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+        if self.proj_size:
+            extra += f", proj_size={self.proj_size}"
+        return (f"{type(self).__module__}.{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dropout={self.dropout}, bidirectional={self.bidirectional}, dtype={self.dtype.name})")
 
@@ -316,8 +334,14 @@ def make_layer_classes(base, namespace_module):
                              bidirectional, dtype, seed)
 
     class LSTM(base):
-        __doc__ = f"LSTM with torch's gate order [i, f, g, o] ({namespace_module})."
+        __doc__ = (f"LSTM with torch's gate order [i, f, g, o] ({namespace_module}); proj_size > 0 gives "
+                   "torch's projected LSTM, h_t = W_hr (o * tanh(c_t)).")
         _mode = "lstm"
+
+        def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                     bidirectional=False, dtype=np.float32, seed=None, proj_size=0):
+            super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, dtype, seed, proj_size)
 
     class GRU(base):
         __doc__ = f"GRU with torch's gate order [r, z, n], reset applied after the matmul ({namespace_module})."

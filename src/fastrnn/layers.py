@@ -19,36 +19,36 @@ def _strided_rows_ok(view):
 
 class _CompiledLayer(RecurrentLayer):
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
-        w_ih, w_hh, b_ih, b_hh = (None if w is None else np.ascontiguousarray(w) for w in weights)
+        w_ih, w_hh, b_ih, b_hh, w_hr = (None if w is None else np.ascontiguousarray(w) for w in weights)
         T, B, _ = x.shape
-        H = self.hidden_size
+        H, P = self.hidden_size, self.output_size
         assert _strided_rows_ok(y_out) and x.flags.c_contiguous and x.dtype == self.dtype
         h0 = np.ascontiguousarray(h0)
         c0 = None if c0 is None else np.ascontiguousarray(c0)
-        hn = np.empty((B, H), self.dtype)
+        hn = np.empty((B, P), self.dtype)
         cn = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
         gates = h_prev = aux = None
         if keep_tape:
             gates = np.empty((T, B, self.gate_size), self.dtype)
-            h_prev = np.empty((T, B, H), self.dtype)
+            h_prev = np.empty((T, B, P), self.dtype)
             aux_width = _AUX_WIDTH[self._mode]
             aux = np.empty((T, B, aux_width * H), self.dtype) if aux_width else None
-        _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
-                         y_out, hn, cn, gates, h_prev, aux)
-        tape = (x, w_ih, w_hh, lengths, reverse, gates, h_prev, aux) if keep_tape else None
+        _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
+                         H, y_out, hn, cn, gates, h_prev, aux)
+        tape = (x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux) if keep_tape else None
         return hn, cn, tape
 
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
-        x, w_ih, w_hh, lengths, reverse, gates, h_prev, aux = tape
-        g_ih, g_hh, g_bih, g_bhh = grads
-        B, H = x.shape[1], self.hidden_size
+        x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux = tape
+        g_ih, g_hh, g_bih, g_bhh, g_hr = grads
+        B, H, P = x.shape[1], self.hidden_size, self.output_size
         if not _strided_rows_ok(dy):
             dy = np.ascontiguousarray(dy)
-        dh0 = np.empty((B, H), self.dtype)
+        dh0 = np.empty((B, P), self.dtype)
         dc0 = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
-        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, dy,
+        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, H, dy,
                           np.ascontiguousarray(dhn), None if dcn is None else np.ascontiguousarray(dcn),
-                          gates, h_prev, aux, dx_out, accumulate, dh0, dc0, g_ih, g_hh, g_bih, g_bhh)
+                          gates, h_prev, aux, dx_out, accumulate, dh0, dc0, g_ih, g_hh, g_hr, g_bih, g_bhh)
         return dh0, dc0
 
 

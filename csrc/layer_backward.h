@@ -1,0 +1,193 @@
+// Backward (BPTT) over the whole sequence, one layer and one direction, for any cell.
+// Included inside kernels_isa.cpp's per-ISA namespace; its twin is layer_forward.h.
+//
+// Work plan (DESIGN.md section 4), steps in reverse order of processing:
+//   phase 1: dh_t = dy_t + dG_{t+1} W_hh (+ the GRU's direct path), items over state units;
+//            without a projection the cell's backward elementwise follows in the same item.
+//   phase 2 (LSTM with proj_size only): d(o * tanh c_t) = dh_t W_hr, then the cell's backward.
+//   after the loop: dW_ih += dG^T x, dW_hh += dG^T h_prev (, dW_hr += dh^T h_raw), dx = dG W_ih,
+//   one GEMM each over all rows, and the bias gradients as column sums in a fixed order.
+// The forward tape's gates (and GRU's aux) are overwritten in place with the gate gradients.
+
+constexpr int kBackwardVectors = 4;  // R x 4 vectors of accumulators
+constexpr int kBackwardRows = 6;
+
+template <typename T, class Cell> struct BackwardLoop {
+    typedef vec_t<T> V;
+    static constexpr int G = Cell::G;
+    static constexpr int NB = kBackwardVectors;
+    static constexpr int AUXN = Cell::AUX > 0 ? Cell::AUX : 1;
+    int64_t B, H, P, GH, ldy;
+    bool reverse, projected;
+    const RowOrder *order;
+    const T *panels, *proj_panels, *zero_row, *dy, *dhn, *h_prev;
+    T *gates, *aux, *dc_state, *dh_carry, *dh0, *dh_state;  // dh_state (T, B, P): dh_t, projected LSTM only
+
+    int64_t time_of(int64_t s, int64_t b) const { return reverse ? order->lengths.data[b] - 1 - s : s; }
+
+    // The cell's backward for row b, units j..j+nl, given dh (w.r.t. the cell's output at step s).
+    void cell_backward(int64_t s, int64_t b, int64_t j, int nl, V dh) const {
+        const int64_t row = time_of(s, b) * B + b;
+        T *gate_row = gates + row * GH;
+        V act[G], aux_v[AUXN] = {}, dc = {}, hp = {}, dh_direct = {};
+        for (int g = 0; g < G; ++g) act[g] = load_n(gate_row + g * H + j, nl);
+        for (int k = 0; k < Cell::AUX; ++k) aux_v[k] = load_n(aux + row * Cell::AUX * H + k * H + j, nl);
+        if (Cell::has_cell_state) dc = load_n(dc_state + b * H + j, nl);
+        if (Cell::has_direct_path) hp = load_n(h_prev + row * P + j, nl);
+        Cell::backward(dh, dc, act, aux_v, hp, dh_direct);
+        for (int g = 0; g < G; ++g) store_n(gate_row + g * H + j, act[g], nl);
+        for (int k = 0; k < Cell::AUX; ++k) store_n(aux + row * Cell::AUX * H + k * H + j, aux_v[k], nl);
+        if (Cell::has_cell_state) store_n(dc_state + b * H + j, dc, nl);
+        if (Cell::has_direct_path) store_n(dh_carry + b * H + j, dh_direct, nl);
+    }
+
+    // Phase 1 at step s (s = -1: the final pass that only forms dh0 from step 0's gate gradients),
+    // rows x state units q*NB*L ..
+    template <int R> void state_block(int64_t s, const int64_t *rows, int64_t q) const {
+        const int L = Simd<T>::lanes;
+        const T *a[R];
+        bool has_next[R];
+        for (int r = 0; r < R; ++r) {
+            const int64_t b = rows[r];
+            has_next[r] = s + 1 < order->lengths.data[b];
+            a[r] = has_next[r] ? gates + (time_of(s + 1, b) * B + b) * GH : zero_row;
+        }
+        V acc[R][NB];
+        panel_product<T, R, NB>(a, GH, panels + q * column_panel_size<T, NB>(GH), acc);
+        for (int u = 0; u < NB; ++u) {
+            const int64_t j = (q * NB + u) * L;
+            if (j >= P) break;
+            const int nl = (int)imin(L, P - j);
+            for (int r = 0; r < R; ++r) {
+                const int64_t b = rows[r];
+                V dh;
+                if (has_next[r]) {
+                    dh = acc[r][u];
+                    if (Cell::has_direct_path) dh += load_n(dh_carry + b * H + j, nl);
+                } else {
+                    dh = load_n(dhn + b * P + j, nl);
+                }
+                if (s < 0) { store_n(dh0 + b * P + j, dh, nl); continue; }
+                const int64_t row = time_of(s, b) * B + b;
+                dh += load_n(dy + row * ldy + j, nl);
+                if (projected) store_n(dh_state + row * P + j, dh, nl);
+                else cell_backward(s, b, j, nl, dh);
+            }
+        }
+    }
+
+    // Phase 2 (projection): d(o * tanh c_t) = dh_t W_hr for rows x cell units q*NB*L .., then the cell.
+    template <int R> void projection_block(int64_t s, const int64_t *rows, int64_t q) const {
+        const int L = Simd<T>::lanes;
+        const T *a[R];
+        for (int r = 0; r < R; ++r) a[r] = dh_state + (time_of(s, rows[r]) * B + rows[r]) * P;
+        V acc[R][NB];
+        panel_product<T, R, NB>(a, P, proj_panels + q * column_panel_size<T, NB>(P), acc);
+        for (int u = 0; u < NB; ++u) {
+            const int64_t j = (q * NB + u) * L;
+            if (j >= H) break;
+            for (int r = 0; r < R; ++r) cell_backward(s, rows[r], j, (int)imin(L, H - j), acc[r][u]);
+        }
+    }
+
+    void run(int64_t T_steps, int num_threads) const {
+        const int64_t n_panels = column_panel_count<T, NB>(P), n_proj_panels = column_panel_count<T, NB>(H);
+        const int64_t *perm = order->perm.data;
+#pragma omp parallel num_threads(num_threads)
+        {
+            int tid, nth;
+            current_thread(tid, nth);
+            for (int64_t s = T_steps - 1; s >= -1; --s) {
+                const int64_t n_rows = order->active_rows(s);
+                run_items<kBackwardRows>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
+                    dispatch_rows<kBackwardRows>(n, [&](auto r) { state_block<decltype(r)::value>(s, perm + r0, q); });
+                });
+                if (projected && s >= 0) {
+#pragma omp barrier
+                    run_items<kBackwardRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
+                        dispatch_rows<kBackwardRows>(n, [&](auto r) { projection_block<decltype(r)::value>(s, perm + r0, q); });
+                    });
+                }
+#pragma omp barrier
+            }
+        }
+    }
+};
+
+// out[c] += sum over rows of m[row][c], rows in order (fixed order: bit-identical for any thread count).
+template <typename T> void add_column_sums(T *out, const T *m, int64_t rows, int64_t cols, int64_t ld, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+        const int64_t c1 = imin(cols, c0 + 64);
+        T acc[64] = {};
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += m[r * ld + c];
+        for (int64_t c = c0; c < c1; ++c) out[c] += acc[c - c0];
+    }
+}
+
+template <typename T, class Cell> int layer_backward(const fastrnn_backward_args &a) {
+    const int G = Cell::G;
+    const int NB = kBackwardVectors;
+    const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
+    const bool projected = a.proj_size > 0;
+    const int64_t P = projected ? a.proj_size : H;
+    const int64_t rows = T_steps * B;
+    const int nt = a.num_threads;
+
+    RowOrder order;
+    Buffer<T> panels, proj_panels, zero_row, dc_state, dh_carry, dh_state, h_raw;
+    if (!order.build(a.lengths, T_steps, B) ||
+        !panels.allocate(column_panel_count<T, NB>(P) * column_panel_size<T, NB>(GH)) ||
+        !zero_row.allocate(GH) || !dc_state.allocate(B * H) || !dh_carry.allocate(B * H) ||
+        (projected && (!proj_panels.allocate(column_panel_count<T, NB>(H) * column_panel_size<T, NB>(P)) ||
+                       !dh_state.allocate(rows * P) || !h_raw.allocate(rows * H))))
+        return FASTRNN_ERR_NOMEM;
+    pack_column_panels<T, NB>(panels.data, (const T *)a.w_hh, GH, P);
+    for (int64_t k = 0; k < GH; ++k) zero_row.data[k] = 0;
+    for (int64_t k = 0; k < B * H; ++k) dh_carry.data[k] = 0;
+    if (Cell::has_cell_state) __builtin_memcpy(dc_state.data, a.dcn, B * H * sizeof(T));
+    if (projected) {  // h_raw = o * tanh(c_t) from the tape, before the loop overwrites o with its gradient
+        pack_column_panels<T, NB>(proj_panels.data, (const T *)a.w_hr, P, H);
+        const T *g = (const T *)a.gates, *aux = (const T *)a.aux;
+        for (int64_t row = 0; row < rows; ++row)
+            for (int64_t j = 0; j < H; ++j) h_raw.data[row * H + j] = g[row * GH + 3 * H + j] * aux[row * 2 * H + H + j];
+        for (int64_t k = 0; k < rows * P; ++k) dh_state.data[k] = 0;  // padded rows stay zero
+    }
+
+    BackwardLoop<T, Cell> loop;
+    loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.ldy = a.ldy;
+    loop.reverse = a.reverse != 0; loop.projected = projected; loop.order = &order;
+    loop.panels = panels.data; loop.proj_panels = proj_panels.data; loop.zero_row = zero_row.data;
+    loop.dy = (const T *)a.dy; loop.dhn = (const T *)a.dhn; loop.h_prev = (const T *)a.h_prev;
+    loop.gates = (T *)a.gates; loop.aux = (T *)a.aux; loop.dc_state = dc_state.data;
+    loop.dh_carry = dh_carry.data; loop.dh0 = (T *)a.dh0; loop.dh_state = dh_state.data;
+    loop.run(T_steps, nt);
+    if (Cell::has_cell_state) __builtin_memcpy(a.dc0, dc_state.data, B * H * sizeof(T));
+
+    // gates now holds the gradients w.r.t. the rows of W_hh; for GRU the input-side n gradient is in aux.
+    const T *d_hh = (const T *)a.gates;
+    const T *x = (const T *)a.x, *w_ih = (const T *)a.w_ih;
+    T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
+    const T beta_dx = a.accumulate_dx ? T(1) : T(0);
+    parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
+    if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
+    if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
+    if (Cell::has_direct_path) {  // GRU: [dr, dz] shared, n differs between the input and recurrent sides
+        const int64_t H2 = GH - H;
+        const T *d_n = (const T *)a.aux;
+        parallel_gemm(true, false, H2, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
+        parallel_gemm(true, false, H, I, rows, T(1), d_n, H, x, I, T(1), dw_ih + H2 * I, I, nt);
+        if (a.db_ih) {
+            add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, nt);
+            add_column_sums((T *)a.db_ih + H2, d_n, rows, H, H, nt);
+        }
+        parallel_gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
+        parallel_gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I, nt);
+    } else {
+        parallel_gemm(true, false, GH, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
+        if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
+        parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
+    }
+    return FASTRNN_OK;
+}

@@ -1,0 +1,181 @@
+// Forward over the whole sequence, one layer and one direction, for any cell.
+// Included inside kernels_isa.cpp's per-ISA namespace (after the cells, recurrent_gemm.h, blas.h,
+// loop_support.h); its twin is layer_backward.h.
+//
+// Work plan (DESIGN.md section 4):
+//   gates = x W_ih^T: one GEMM over all T*B rows, before the loop.
+//   each step, phase 1: h_{t-1} W_hh^T fused with the biases, the gate nonlinearities and the state
+//     update; items = (block of rows) x (panel of hidden units, all gates of a unit in one item).
+//   each step, phase 2 (LSTM with proj_size only): h_t = (o * tanh c_t) W_hr^T.
+// Rows are visited longest-first, so at step s the active rows (lengths > s) are a prefix and padded
+// steps cost nothing in the loop. Each output element is computed by the same code in the same order
+// whichever thread owns it: results are bit-identical for any thread count.
+//
+// Sizes: H cell units, P state size (P = H unless LSTM with proj_size), G gates.
+
+template <class Cell> struct ForwardBlocking {  // R rows x G*U vectors of accumulators, R * G * U <= 24
+    static constexpr int U = Cell::G == 1 ? 4 : 1;
+    static constexpr int R = 24 / (Cell::G * U);
+};
+constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
+constexpr int kProjectionRows = 6;
+
+template <typename T, class Cell> struct ForwardLoop {
+    typedef vec_t<T> V;
+    static constexpr int G = Cell::G;
+    static constexpr int U = ForwardBlocking<Cell>::U;
+    static constexpr int RMAX = ForwardBlocking<Cell>::R;
+    static constexpr int AUXN = Cell::AUX > 0 ? Cell::AUX : 1;
+    int64_t B, H, P, GH, Hp, ldy;
+    bool reverse, tape, projected;
+    const RowOrder *order;
+    const T *panels, *proj_panels, *bias_x, *bias_hn;  // bias_x (G, Hp), bias_hn (Hp): zero-padded to Hp
+    T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
+    T *h_state[2];                                    // (B, P) each: step s reads [s & 1], writes [(s+1) & 1]
+
+    int64_t time_of(int64_t s, int64_t b) const { return reverse ? order->lengths.data[b] - 1 - s : s; }
+
+    // The state h_t of row b is final: publish it (next state, output, tape).
+    void emit_state(int64_t s, int64_t b, int64_t j, int nl, V h_new) const {
+        const int64_t row = time_of(s, b) * B + b;
+        store_n(h_state[(s + 1) & 1] + b * P + j, h_new, nl);
+        store_n(y + row * ldy + j, h_new, nl);
+        if (tape) store_n(h_prev + row * P + j, load_n(h_state[s & 1] + b * P + j, nl), nl);
+    }
+
+    // Phase 1 for rows x units p*U*L .. (all gates).
+    template <int R> void cell_block(int64_t s, const int64_t *rows, int64_t p) const {
+        const int L = Simd<T>::lanes;
+        const T *h_in = h_state[s & 1];
+        const T *a[R];
+        for (int r = 0; r < R; ++r) a[r] = h_in + rows[r] * P;
+        V acc[R][G * U];
+        panel_product<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc);
+        for (int u = 0; u < U; ++u) {
+            const int64_t j = (p * U + u) * L;
+            if (j >= H) break;
+            const int nl = (int)imin(L, H - j);
+            V bx[G];
+            for (int g = 0; g < G; ++g) bx[g] = load(bias_x + g * Hp + j);
+            const V b_hn = Cell::has_direct_path ? load(bias_hn + j) : V{};
+            for (int r = 0; r < R; ++r) {
+                const int64_t b = rows[r], row = time_of(s, b) * B + b;
+                T *gate_row = gates + row * GH;
+                V x_part[G], h_part[G], act[G], aux_v[AUXN] = {}, h_new, c = {}, hp = {};
+                for (int g = 0; g < G; ++g) {
+                    x_part[g] = load_n(gate_row + g * H + j, nl) + bx[g];
+                    h_part[g] = acc[r][g * U + u];
+                }
+                if (Cell::has_direct_path) hp = load_n(h_in + b * P + j, nl);
+                if (Cell::has_cell_state) c = load_n(c_state + b * H + j, nl);
+                Cell::forward(x_part, h_part, b_hn, hp, c, h_new, act, aux_v);
+                if (Cell::has_cell_state) store_n(c_state + b * H + j, c, nl);
+                if (projected) store_n(h_raw + b * H + j, h_new, nl);
+                else emit_state(s, b, j, nl, h_new);
+                if (tape) {
+                    for (int g = 0; g < G; ++g) store_n(gate_row + g * H + j, act[g], nl);
+                    for (int k = 0; k < Cell::AUX; ++k) store_n(aux + row * Cell::AUX * H + k * H + j, aux_v[k], nl);
+                }
+            }
+        }
+    }
+
+    // Phase 2 (projection) for rows x state units p*4*L ..
+    template <int R> void projection_block(int64_t s, const int64_t *rows, int64_t p) const {
+        const int L = Simd<T>::lanes, NV = kProjectionVectors;
+        const T *a[R];
+        for (int r = 0; r < R; ++r) a[r] = h_raw + rows[r] * H;
+        V acc[R][NV];
+        panel_product<T, R, NV>(a, H, proj_panels + p * row_panel_size<T, NV>(1, H), acc);
+        for (int u = 0; u < NV; ++u) {
+            const int64_t j = (p * NV + u) * L;
+            if (j >= P) break;
+            for (int r = 0; r < R; ++r) emit_state(s, rows[r], j, (int)imin(L, P - j), acc[r][u]);
+        }
+    }
+
+    void run(int64_t T_steps, int num_threads) const {
+        const int64_t n_panels = row_panel_count<T, U>(H);
+        const int64_t n_proj_panels = row_panel_count<T, kProjectionVectors>(P);
+        const int64_t *perm = order->perm.data;
+#pragma omp parallel num_threads(num_threads)
+        {
+            int tid, nth;
+            current_thread(tid, nth);
+            for (int64_t s = 0; s < T_steps; ++s) {
+                const int64_t n_rows = order->active_rows(s);
+                run_items<RMAX>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
+                    dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
+                });
+                if (projected) {
+#pragma omp barrier
+                    run_items<kProjectionRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
+                        dispatch_rows<kProjectionRows>(n, [&](auto r) { projection_block<decltype(r)::value>(s, perm + r0, p); });
+                    });
+                }
+#pragma omp barrier
+            }
+        }
+    }
+};
+
+template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &a) {
+    const int G = Cell::G, L = Simd<T>::lanes, U = ForwardBlocking<Cell>::U, NP = kProjectionVectors;
+    const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
+    const bool projected = a.proj_size > 0;
+    const int64_t P = projected ? a.proj_size : H;
+    const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
+    const bool tape = a.gates != nullptr;
+
+    RowOrder order;
+    Buffer<T> panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates;
+    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(n_panels * row_panel_size<T, U>(G, P)) ||
+        !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) ||
+        !c_state.allocate(B * H) || (!tape && !scratch_gates.allocate(T_steps * B * GH)) ||
+        (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
+                       !h_raw.allocate(B * H))))
+        return FASTRNN_ERR_NOMEM;
+    T *gates = tape ? (T *)a.gates : scratch_gates.data;
+    const int nt = a.num_threads;
+
+    // Input projection for every step at once.
+    parallel_gemm(false, true, T_steps * B, GH, I, T(1), (const T *)a.x, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
+
+    pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
+    if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H);
+    const T *b_ih = (const T *)a.b_ih, *b_hh = (const T *)a.b_hh;
+    for (int g = 0; g < G; ++g)
+        for (int64_t j = 0; j < Hp; ++j) {
+            T v = 0;
+            if (j < H) {
+                if (b_ih) v += b_ih[g * H + j];
+                if (b_hh && !(Cell::has_direct_path && g == G - 1)) v += b_hh[g * H + j];  // GRU: b_hn stays inside r*(.)
+            }
+            bias_x.data[g * Hp + j] = v;
+        }
+    for (int64_t j = 0; j < Hp; ++j) bias_hn.data[j] = (b_hh && j < H && Cell::has_direct_path) ? b_hh[(G - 1) * H + j] : T(0);
+    __builtin_memcpy(h_state.data, a.h0, B * P * sizeof(T));
+    if (Cell::has_cell_state) __builtin_memcpy(c_state.data, a.c0, B * H * sizeof(T));
+
+    ForwardLoop<T, Cell> loop;
+    loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.Hp = Hp; loop.ldy = a.ldy;
+    loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
+    loop.panels = panels.data; loop.proj_panels = proj_panels.data;
+    loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
+    loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;
+    loop.c_state = c_state.data; loop.h_raw = h_raw.data;
+    loop.h_state[0] = h_state.data; loop.h_state[1] = h_state.data + B * P;
+    loop.run(T_steps, nt);
+
+    T *hn = (T *)a.hn;
+    for (int64_t b = 0; b < B; ++b)  // row b last wrote h_state[lengths[b] & 1]
+        __builtin_memcpy(hn + b * P, loop.h_state[order.lengths.data[b] & 1] + b * P, P * sizeof(T));
+    if (Cell::has_cell_state) __builtin_memcpy(a.cn, c_state.data, B * H * sizeof(T));
+    zero_padding((T *)a.y, a.ldy, P, order, T_steps, B);
+    if (tape) {
+        zero_padding(gates, GH, GH, order, T_steps, B);
+        zero_padding((T *)a.h_prev, P, P, order, T_steps, B);
+        if (Cell::AUX) zero_padding((T *)a.aux, Cell::AUX * H, Cell::AUX * H, order, T_steps, B);
+    }
+    return FASTRNN_OK;
+}
