@@ -6,7 +6,8 @@
 //            without a projection the cell's backward elementwise follows in the same item.
 //   phase 2 (LSTM with proj_size only): d(o * tanh c_t) = dh_t W_hr, then the cell's backward.
 //   after the loop: dW_ih += dG^T x, dW_hh += dG^T h_prev (, dW_hr += dh^T h_raw), dx = dG W_ih,
-//   one GEMM each over all rows, and the bias gradients as column sums in a fixed order.
+//   one GEMM each over all valid rows, and the bias gradients as column sums in a fixed order.
+// The tape is in RowOrder's packed layout (valid rows only); dy and dx are (T, B, .) as the user sees them.
 // The forward tape's gates (and GRU's aux) are overwritten in place with the gate gradients.
 
 constexpr int kBackwardVectors = 4;  // R x 4 vectors of accumulators
@@ -27,7 +28,7 @@ template <typename T, class Cell> struct BackwardLoop {
 
     // The cell's backward for row b, units j..j+nl, given dh (w.r.t. the cell's output at step s).
     void cell_backward(int64_t s, int64_t b, int64_t j, int nl, V dh) const {
-        const int64_t row = time_of(s, b) * B + b;
+        const int64_t row = order->packed(time_of(s, b), b);
         T *gate_row = gates + row * GH;
         V act[G], aux_v[AUXN] = {}, dc = {}, hp = {}, dh_direct = {};
         for (int g = 0; g < G; ++g) act[g] = load_n(gate_row + g * H + j, nl);
@@ -50,7 +51,7 @@ template <typename T, class Cell> struct BackwardLoop {
         for (int r = 0; r < R; ++r) {
             const int64_t b = rows[r];
             has_next[r] = s + 1 < order->lengths.data[b];
-            a[r] = has_next[r] ? gates + (time_of(s + 1, b) * B + b) * GH : zero_row;
+            a[r] = has_next[r] ? gates + order->packed(time_of(s + 1, b), b) * GH : zero_row;
         }
         V acc[R][NB];
         panel_product<T, R, NB>(a, GH, panels + q * column_panel_size<T, NB>(GH), acc);
@@ -68,9 +69,9 @@ template <typename T, class Cell> struct BackwardLoop {
                     dh = load_n(dhn + b * P + j, nl);
                 }
                 if (s < 0) { store_n(dh0 + b * P + j, dh, nl); continue; }
-                const int64_t row = time_of(s, b) * B + b;
-                dh += load_n(dy + row * ldy + j, nl);
-                if (projected) store_n(dh_state + row * P + j, dh, nl);
+                const int64_t t = time_of(s, b);
+                dh += load_n(dy + (t * B + b) * ldy + j, nl);
+                if (projected) store_n(dh_state + order->packed(t, b) * P + j, dh, nl);
                 else cell_backward(s, b, j, nl, dh);
             }
         }
@@ -80,7 +81,7 @@ template <typename T, class Cell> struct BackwardLoop {
     template <int R> void projection_block(int64_t s, const int64_t *rows, int64_t q) const {
         const int L = Simd<T>::lanes;
         const T *a[R];
-        for (int r = 0; r < R; ++r) a[r] = dh_state + (time_of(s, rows[r]) * B + rows[r]) * P;
+        for (int r = 0; r < R; ++r) a[r] = dh_state + order->packed(time_of(s, rows[r]), rows[r]) * P;
         V acc[R][NB];
         panel_product<T, R, NB>(a, P, proj_panels + q * column_panel_size<T, NB>(P), acc);
         for (int u = 0; u < NB; ++u) {
@@ -132,13 +133,13 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
     const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
     const bool projected = a.proj_size > 0;
     const int64_t P = projected ? a.proj_size : H;
-    const int64_t rows = T_steps * B;
     const int nt = a.num_threads;
 
     RowOrder order;
     Buffer<T> panels, proj_panels, zero_row, dc_state, dh_carry, dh_state, h_raw;
-    if (!order.build(a.lengths, T_steps, B) ||
-        !panels.allocate(column_panel_count<T, NB>(P) * column_panel_size<T, NB>(GH)) ||
+    if (!order.build(a.lengths, T_steps, B)) return FASTRNN_ERR_NOMEM;
+    const int64_t rows = order.n_packed;
+    if (!panels.allocate(column_panel_count<T, NB>(P) * column_panel_size<T, NB>(GH)) ||
         !zero_row.allocate(GH) || !dc_state.allocate(B * H) || !dh_carry.allocate(B * H) ||
         (projected && (!proj_panels.allocate(column_panel_count<T, NB>(H) * column_panel_size<T, NB>(P)) ||
                        !dh_state.allocate(rows * P) || !h_raw.allocate(rows * H))))
@@ -152,7 +153,6 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
         const T *g = (const T *)a.gates, *aux = (const T *)a.aux;
         for (int64_t row = 0; row < rows; ++row)
             for (int64_t j = 0; j < H; ++j) h_raw.data[row * H + j] = g[row * GH + 3 * H + j] * aux[row * 2 * H + H + j];
-        for (int64_t k = 0; k < rows * P; ++k) dh_state.data[k] = 0;  // padded rows stay zero
     }
 
     BackwardLoop<T, Cell> loop;
@@ -169,7 +169,15 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
     const T *d_hh = (const T *)a.gates;
     const T *x = (const T *)a.x, *w_ih = (const T *)a.w_ih;
     T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
-    const T beta_dx = a.accumulate_dx ? T(1) : T(0);
+    T beta_dx = a.accumulate_dx ? T(1) : T(0);
+    Buffer<T> x_packed, dx_packed;
+    if (order.ragged) {  // the GEMMs see only valid rows: gather x, compute dx packed, scatter it at the end
+        if (!x_packed.allocate(rows * I) || !dx_packed.allocate(rows * I)) return FASTRNN_ERR_NOMEM;
+        gather_rows(x_packed.data, x, I, order, T_steps, B);
+        x = x_packed.data;
+        dx = dx_packed.data;
+        beta_dx = T(0);
+    }
     parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
     if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
     if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
@@ -189,5 +197,6 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
         if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
         parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
     }
+    if (order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
     return FASTRNN_OK;
 }

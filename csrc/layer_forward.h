@@ -3,12 +3,12 @@
 // loop_support.h); its twin is layer_backward.h.
 //
 // Work plan (DESIGN.md section 4):
-//   gates = x W_ih^T: one GEMM over all T*B rows, before the loop.
+//   gates = x W_ih^T: one GEMM over all valid (t, b) rows, before the loop (padded ones are skipped).
 //   each step, phase 1: h_{t-1} W_hh^T fused with the biases, the gate nonlinearities and the state
 //     update; items = (block of rows) x (panel of hidden units, all gates of a unit in one item).
 //   each step, phase 2 (LSTM with proj_size only): h_t = (o * tanh c_t) W_hr^T.
-// Rows are visited longest-first, so at step s the active rows (lengths > s) are a prefix and padded
-// steps cost nothing in the loop. Each output element is computed by the same code in the same order
+// Rows are visited longest-first, so at step s the active rows (lengths > s) are a prefix, and the tape
+// holds only valid rows (RowOrder's packed layout): padded steps cost nothing. Each output element is computed by the same code in the same order
 // whichever thread owns it: results are bit-identical for any thread count.
 //
 // Sizes: H cell units, P state size (P = H unless LSTM with proj_size), G gates.
@@ -37,10 +37,10 @@ template <typename T, class Cell> struct ForwardLoop {
 
     // The state h_t of row b is final: publish it (next state, output, tape).
     void emit_state(int64_t s, int64_t b, int64_t j, int nl, V h_new) const {
-        const int64_t row = time_of(s, b) * B + b;
+        const int64_t t = time_of(s, b);
         store_n(h_state[(s + 1) & 1] + b * P + j, h_new, nl);
-        store_n(y + row * ldy + j, h_new, nl);
-        if (tape) store_n(h_prev + row * P + j, load_n(h_state[s & 1] + b * P + j, nl), nl);
+        store_n(y + (t * B + b) * ldy + j, h_new, nl);
+        if (tape) store_n(h_prev + order->packed(t, b) * P + j, load_n(h_state[s & 1] + b * P + j, nl), nl);
     }
 
     // Phase 1 for rows x units p*U*L .. (all gates).
@@ -59,7 +59,7 @@ template <typename T, class Cell> struct ForwardLoop {
             for (int g = 0; g < G; ++g) bx[g] = load(bias_x + g * Hp + j);
             const V b_hn = Cell::has_direct_path ? load(bias_hn + j) : V{};
             for (int r = 0; r < R; ++r) {
-                const int64_t b = rows[r], row = time_of(s, b) * B + b;
+                const int64_t b = rows[r], row = order->packed(time_of(s, b), b);
                 T *gate_row = gates + row * GH;
                 V x_part[G], h_part[G], act[G], aux_v[AUXN] = {}, h_new, c = {}, hp = {};
                 for (int g = 0; g < G; ++g) {
@@ -131,15 +131,22 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     Buffer<T> panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates;
     if (!order.build(a.lengths, T_steps, B) || !panels.allocate(n_panels * row_panel_size<T, U>(G, P)) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) ||
-        !c_state.allocate(B * H) || (!tape && !scratch_gates.allocate(T_steps * B * GH)) ||
+        !c_state.allocate(B * H) || (!tape && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
                        !h_raw.allocate(B * H))))
         return FASTRNN_ERR_NOMEM;
     T *gates = tape ? (T *)a.gates : scratch_gates.data;
     const int nt = a.num_threads;
 
-    // Input projection for every step at once.
-    parallel_gemm(false, true, T_steps * B, GH, I, T(1), (const T *)a.x, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
+    // Input projection for every valid step at once.
+    const T *x_rows = (const T *)a.x;
+    Buffer<T> x_packed;
+    if (order.ragged) {
+        if (!x_packed.allocate(order.n_packed * I)) return FASTRNN_ERR_NOMEM;
+        gather_rows(x_packed.data, x_rows, I, order, T_steps, B);
+        x_rows = x_packed.data;
+    }
+    parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
 
     pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
     if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H);
@@ -172,10 +179,5 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
         __builtin_memcpy(hn + b * P, loop.h_state[order.lengths.data[b] & 1] + b * P, P * sizeof(T));
     if (Cell::has_cell_state) __builtin_memcpy(a.cn, c_state.data, B * H * sizeof(T));
     zero_padding((T *)a.y, a.ldy, P, order, T_steps, B);
-    if (tape) {
-        zero_padding(gates, GH, GH, order, T_steps, B);
-        zero_padding((T *)a.h_prev, P, P, order, T_steps, B);
-        if (Cell::AUX) zero_padding((T *)a.aux, Cell::AUX * H, Cell::AUX * H, order, T_steps, B);
-    }
     return FASTRNN_OK;
 }

@@ -13,11 +13,18 @@ template <typename T> struct Buffer {  // aligned scratch memory, freed on scope
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Rows ordered by length, longest first (stable), and how many are active at each step.
+// Rows ordered by length, longest first (stable), how many are active at each step, and the packed
+// row layout of the tape: only valid (t, b) are stored, time-major, rows of each time in perm order
+// (torch's PackedSequence layout). Without lengths the packed row of (t, b) is simply t * B + b.
 struct RowOrder {
-    Buffer<int64_t> lengths, perm, active;  // lengths (B), perm (B), active (T + 1): active[s + 1] for s = -1..T-1
+    Buffer<int64_t> lengths, perm, position, active, offset;
+    int64_t n_packed = 0;  // number of valid (t, b): the row count of the tape and of the big GEMMs
+    bool ragged = false;   // some sequence is shorter than T
+
     bool build(const int64_t *given, int64_t T, int64_t B) {
-        if (!lengths.allocate(B) || !perm.allocate(B) || !active.allocate(T + 1)) return false;
+        if (!lengths.allocate(B) || !perm.allocate(B) || !position.allocate(B) || !active.allocate(T + 1) ||
+            !offset.allocate(T + 1))
+            return false;
         for (int64_t b = 0; b < B; ++b) lengths.data[b] = given ? given[b] : T;
         // counting sort by length, descending, stable
         Buffer<int64_t> count;
@@ -27,16 +34,45 @@ struct RowOrder {
         int64_t start = 0;
         for (int64_t i = 0; i <= T + 1; ++i) { int64_t c = count.data[i]; count.data[i] = start; start += c; }
         for (int64_t b = 0; b < B; ++b) perm.data[count.data[T - lengths.data[b]]++] = b;
-        active.data[0] = B;
+        for (int64_t i = 0; i < B; ++i) position.data[perm.data[i]] = i;
+        active.data[0] = B;  // active[s + 1] for s = -1..T-1
         for (int64_t s = 0; s < T; ++s) {
             int64_t n = active.data[s];  // lengths only shrink along perm
             while (n > 0 && lengths.data[perm.data[n - 1]] <= s) --n;
             active.data[s + 1] = n;
         }
+        n_packed = 0;
+        for (int64_t t = 0; t < T; ++t) { offset.data[t] = n_packed; n_packed += active.data[t + 1]; }
+        ragged = n_packed != T * B;
         return true;
     }
     int64_t active_rows(int64_t s) const { return active.data[s + 1]; }
+    int64_t packed(int64_t t, int64_t b) const { return offset.data[t] + position.data[b]; }
 };
+
+// IN x (T, B, width); OUT out (n_packed, width): the valid rows in packed order.
+template <typename T> void gather_rows(T *out, const T *x, int64_t width, const RowOrder &order, int64_t T_steps, int64_t B) {
+    for (int64_t t = 0; t < T_steps; ++t)
+        for (int64_t i = 0; i < order.active_rows(t); ++i)
+            __builtin_memcpy(out + (order.offset.data[t] + i) * width, x + (t * B + order.perm.data[i]) * width,
+                             width * sizeof(T));
+}
+
+// IN rows (n_packed, width); OUT x (T, B, width): valid rows set (or added into), padded rows zeroed
+// unless accumulating.
+template <typename T> void scatter_rows(T *x, const T *rows, int64_t width, const RowOrder &order, int64_t T_steps,
+                                        int64_t B, bool accumulate) {
+    for (int64_t t = 0; t < T_steps; ++t)
+        for (int64_t b = 0; b < B; ++b) {
+            T *dst = x + (t * B + b) * width;
+            if (t < order.lengths.data[b]) {
+                const T *src = rows + order.packed(t, b) * width;
+                for (int64_t k = 0; k < width; ++k) dst[k] = accumulate ? dst[k] + src[k] : src[k];
+            } else if (!accumulate) {
+                for (int64_t k = 0; k < width; ++k) dst[k] = T(0);
+            }
+        }
+}
 
 // Call f(std::integral_constant<int, n>) for n = n_rows in 1..MAX: the row count becomes a template
 // argument, so every block size gets its own fully unrolled micro-kernel.

@@ -28,11 +28,12 @@ class _CompiledLayer(RecurrentLayer):
         hn = np.empty((B, P), self.dtype)
         cn = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
         gates = h_prev = aux = None
-        if keep_tape:
-            gates = np.empty((T, B, self.gate_size), self.dtype)
-            h_prev = np.empty((T, B, P), self.dtype)
+        if keep_tape:  # the kernels keep only valid (t, b) rows, packed (see csrc/loop_support.h)
+            rows = T * B if lengths is None else int(lengths.sum())
+            gates = np.empty((rows, self.gate_size), self.dtype)
+            h_prev = np.empty((rows, P), self.dtype)
             aux_width = _AUX_WIDTH[self._mode]
-            aux = np.empty((T, B, aux_width * H), self.dtype) if aux_width else None
+            aux = np.empty((rows, aux_width * H), self.dtype) if aux_width else None
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
                          H, y_out, hn, cn, gates, h_prev, aux)
         tape = (x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux) if keep_tape else None
