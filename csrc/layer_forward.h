@@ -30,6 +30,9 @@ template <typename T, class Cell> struct ForwardLoop {
     bool reverse, tape, projected;
     const RowOrder *order;
     const T *panels, *proj_panels, *bias_x, *bias_hn;  // bias_x (G, Hp), bias_hn (Hp): zero-padded to Hp
+    const T *w_hh;                                     // (G*H, P), for the direct (unpacked) path
+    T *hh;                                             // (B, G*H): h_{t-1} W_hh^T, direct path only
+    bool direct;                                       // short sequences: one BLAS product per step, no packing
     T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
     T *h_state[2];                                    // (B, P) each: step s reads [s & 1], writes [(s+1) & 1]
 
@@ -47,10 +50,19 @@ template <typename T, class Cell> struct ForwardLoop {
     template <int R> void cell_block(int64_t s, const int64_t *rows, int64_t p) const {
         const int L = Simd<T>::lanes;
         const T *h_in = h_state[s & 1];
-        const T *a[R];
-        for (int r = 0; r < R; ++r) a[r] = h_in + rows[r] * P;
         V acc[R][G * U];
-        panel_product<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc);
+        if (direct) {
+            for (int r = 0; r < R; ++r)
+                for (int g = 0; g < G; ++g)
+                    for (int u = 0; u < U; ++u) {
+                        const int64_t j = (p * U + u) * L;
+                        acc[r][g * U + u] = j < H ? load_n(hh + rows[r] * GH + g * H + j, (int)imin(L, H - j)) : V{};
+                    }
+        } else {
+            const T *a[R];
+            for (int r = 0; r < R; ++r) a[r] = h_in + rows[r] * P;
+            panel_product<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc);
+        }
         for (int u = 0; u < U; ++u) {
             const int64_t j = (p * U + u) * L;
             if (j >= H) break;
@@ -98,6 +110,15 @@ template <typename T, class Cell> struct ForwardLoop {
         const int64_t n_panels = row_panel_count<T, U>(H);
         const int64_t n_proj_panels = row_panel_count<T, kProjectionVectors>(P);
         const int64_t *perm = order->perm.data;
+        if (direct) {  // a step or two: packing W_hh would cost more than it saves; run on one thread
+            for (int64_t s = 0; s < T_steps; ++s) {
+                gemm(false, true, B, GH, P, T(1), h_state[s & 1], P, w_hh, P, T(0), hh, GH);
+                run_items<RMAX>(order->active_rows(s), n_panels, 0, 1, [&](int64_t r0, int64_t n, int64_t p) {
+                    dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
+                });
+            }
+            return;
+        }
 #pragma omp parallel num_threads(num_threads)
         {
             int tid, nth;
@@ -126,10 +147,12 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int64_t P = projected ? a.proj_size : H;
     const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
     const bool tape = a.gates != nullptr;
+    const bool direct = T_steps <= 2 && !projected;
 
     RowOrder order;
-    Buffer<T> panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates;
-    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(n_panels * row_panel_size<T, U>(G, P)) ||
+    Buffer<T> panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
+    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
+        (direct && !hh.allocate(B * GH)) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) ||
         !c_state.allocate(B * H) || (!tape && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
@@ -148,7 +171,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     }
     parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
 
-    pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
+    if (!direct) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
     if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H);
     const T *b_ih = (const T *)a.b_ih, *b_hh = (const T *)a.b_hh;
     for (int g = 0; g < G; ++g)
@@ -168,6 +191,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.Hp = Hp; loop.ldy = a.ldy;
     loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
     loop.panels = panels.data; loop.proj_panels = proj_panels.data;
+    loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct;
     loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;
     loop.c_state = c_state.data; loop.h_raw = h_raw.data;
