@@ -27,6 +27,31 @@ def _positive_int(value, name, minimum=1):
     return int(value)
 
 
+class _Arrays(OrderedDict):
+    """``params`` / ``grads``: the live arrays the kernels read and write. Replacing an entry goes
+    through a check (same shape, converted to the layer's dtype, C-contiguous), so the kernels can
+    trust every array here without re-checking it on each call."""
+
+    def __init__(self, dtype, items=()):
+        super().__init__()
+        self._dtype = dtype
+        for key, value in items:
+            super().__setitem__(key, value)
+
+    def __setitem__(self, key, value):
+        if key not in self:
+            raise KeyError(f"{key!r} is not a parameter of this layer (keys: {list(self)})")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{key} must hold real numbers, got dtype {arr.dtype}")
+        if arr.shape != self[key].shape:
+            raise ValueError(f"{key} must have shape {self[key].shape}, got {arr.shape}")
+        super().__setitem__(key, np.ascontiguousarray(arr, dtype=self._dtype))
+
+    def __delitem__(self, key):
+        raise TypeError("parameters cannot be deleted")
+
+
 class _Tape:
     """What one forward pass leaves for backward."""
 
@@ -76,10 +101,17 @@ class RecurrentLayer:
         self._dropout_rng = np.random.default_rng(dropout_seq)
         init_rng = np.random.default_rng(init_seq)
         bound = 1.0 / np.sqrt(self.hidden_size)
-        self.params = OrderedDict()
-        for name, shape in self._param_shapes():
-            self.params[name] = init_rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-        self.grads = OrderedDict((k, np.zeros_like(v)) for k, v in self.params.items())
+        shapes = list(self._param_shapes())
+        self.params = _Arrays(self.dtype, ((name, init_rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+                                           for name, shape in shapes))
+        self.grads = _Arrays(self.dtype, ((name, np.zeros(shape, self.dtype)) for name, shape in shapes))
+        # per (layer, direction): the keys of (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent
+        self._weight_keys = {}
+        for layer in range(self.num_layers):
+            for d, sfx in enumerate(self._suffixes()):
+                keys = (f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}", f"bias_ih_l{layer}{sfx}",
+                        f"bias_hh_l{layer}{sfx}", f"weight_hr_l{layer}{sfx}")
+                self._weight_keys[layer, d] = tuple(k if k in self.params else None for k in keys)
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -112,11 +144,8 @@ class RecurrentLayer:
                     yield f"weight_hr_l{layer}{sfx}", (P, H)
 
     def _weights(self, store, layer, direction):
-        sfx = self._suffixes()[direction]
-        b_ih = store.get(f"bias_ih_l{layer}{sfx}")
-        b_hh = store.get(f"bias_hh_l{layer}{sfx}")
-        w_hr = store.get(f"weight_hr_l{layer}{sfx}")
-        return (store[f"weight_ih_l{layer}{sfx}"], store[f"weight_hh_l{layer}{sfx}"], b_ih, b_hh, w_hr)
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction from params or grads; None where absent."""
+        return tuple(None if k is None else store[k] for k in self._weight_keys[layer, direction])
 
     def zero_grad(self):
         for g in self.grads.values():

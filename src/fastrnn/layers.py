@@ -19,7 +19,7 @@ def _strided_rows_ok(view):
 
 class _CompiledLayer(RecurrentLayer):
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
-        w_ih, w_hh, b_ih, b_hh, w_hr = (None if w is None else np.ascontiguousarray(w) for w in weights)
+        w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
         assert _strided_rows_ok(y_out) and x.flags.c_contiguous and x.dtype == self.dtype
