@@ -99,8 +99,8 @@ cdef _raise(int status, str what):
 
 
 def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, bint reverse,
-            int64_t hidden_size, cnp.ndarray y, hn, cn, gates, h_prev, aux):
-    """y is a (T, B, P) view whose rows may be strided (ldy); everything else C-contiguous.
+            int64_t hidden_size, cnp.ndarray y, int64_t ldy, hn, cn, gates, h_prev, aux):
+    """y is a (T, B, P) view whose (t, b) rows are ldy elements apart; everything else C-contiguous.
     P = y.shape[2] is the state size: hidden_size, or the projection size when w_hr is given."""
     cdef fastrnn_forward_args a
     cdef int status
@@ -120,7 +120,7 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     a.b_ih = _data(b_ih)
     a.b_hh = _data(b_hh)
     a.y = _data(y)
-    a.ldy = y.strides[1] // y.itemsize
+    a.ldy = ldy
     a.hn = _data(hn)
     a.cn = _data(cn)
     a.gates = _data(gates)
@@ -134,7 +134,7 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
 
 
 def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, int64_t hidden_size,
-             cnp.ndarray dy, dhn, dcn, gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0,
+             cnp.ndarray dy, int64_t ldy, dhn, dcn, gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0,
              dw_ih, dw_hh, dw_hr, db_ih, db_hh):
     cdef fastrnn_backward_args a
     cdef int status
@@ -150,7 +150,7 @@ def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, i
     a.w_hh = _data(w_hh)
     a.w_hr = _data(w_hr)
     a.dy = _data(dy)
-    a.ldy = dy.strides[1] // dy.itemsize
+    a.ldy = ldy
     a.dhn = _data(dhn)
     a.dcn = _data(dcn)
     a.gates = _data(gates)

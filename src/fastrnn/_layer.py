@@ -8,6 +8,7 @@ Layering (top to bottom):
 
 Everything a user can get wrong is checked here, before any compiled code runs.
 """
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -96,6 +97,9 @@ class RecurrentLayer:
         self.dtype = dt
         self.training = True
         self._tape = None
+        # forward and backward of one layer run one at a time (they share the tape and add into grads);
+        # different layers run concurrently, the kernels release the GIL
+        self._lock = threading.RLock()
 
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
@@ -224,6 +228,10 @@ class RecurrentLayer:
 
     def forward(self, x, hx=None, lengths=None):
         """Run the whole stack. Returns (y, hn); hn is (h_n, c_n) for LSTM."""
+        with self._lock:
+            return self._forward(x, hx, lengths)
+
+    def _forward(self, x, hx, lengths):
         x = self._time_major_input(x)
         T, B, _ = x.shape
         V.check_blas_size(T * B, max(self.gate_size, self.input_size, self.hidden_size * 2), "x (seq_len*batch rows)")
@@ -272,6 +280,10 @@ class RecurrentLayer:
     # ----------------------------------------------------------------- backward
     def backward(self, dy=None, dhn=None):
         """BPTT through the most recent forward. Adds parameter gradients into ``grads``; returns (dx, dhx)."""
+        with self._lock:
+            return self._backward(dy, dhn)
+
+    def _backward(self, dy, dhn):
         tape = self._tape
         if tape is None:
             raise RuntimeError(

@@ -11,10 +11,23 @@ from ._layer import GATES, RecurrentLayer, make_layer_classes
 _AUX_WIDTH = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 2, "gru": 1}  # extra tape columns, in units of H
 
 
-def _strided_rows_ok(view):
-    """A (T, B, H) view the kernels can address: unit stride along H and B rows evenly spaced."""
+def _row_stride(view):
+    """Elements between consecutive (t, b) rows of a (T, B, H) view, or None when the kernels cannot
+    address it (they need unit stride along H and rows evenly spaced). Strides of length-1 axes are
+    meaningless in NumPy (a transposed (1, T, H) array may report anything), so they are not read."""
+    T, B, H = view.shape
     item = view.itemsize
-    return view.strides[2] == item and view.strides[0] == view.shape[1] * view.strides[1]
+    if H > 1 and view.strides[2] != item:
+        return None
+    if B > 1:
+        stride = view.strides[1]
+        if T > 1 and view.strides[0] != B * stride:
+            return None
+    else:
+        stride = view.strides[0] if T > 1 else H * item
+    if stride % item or stride < H * item:
+        return None
+    return stride // item
 
 
 class _CompiledLayer(RecurrentLayer):
@@ -22,7 +35,8 @@ class _CompiledLayer(RecurrentLayer):
         w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
-        assert _strided_rows_ok(y_out) and x.flags.c_contiguous and x.dtype == self.dtype
+        ldy = _row_stride(y_out)
+        assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
         h0 = np.ascontiguousarray(h0)
         c0 = None if c0 is None else np.ascontiguousarray(c0)
         hn = np.empty((B, P), self.dtype)
@@ -35,7 +49,7 @@ class _CompiledLayer(RecurrentLayer):
             aux_width = _AUX_WIDTH[self._mode]
             aux = np.empty((rows, aux_width * H), self.dtype) if aux_width else None
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
-                         H, y_out, hn, cn, gates, h_prev, aux)
+                         H, y_out, ldy, hn, cn, gates, h_prev, aux)
         tape = (x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux) if keep_tape else None
         return hn, cn, tape
 
@@ -43,11 +57,13 @@ class _CompiledLayer(RecurrentLayer):
         x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux = tape
         g_ih, g_hh, g_bih, g_bhh, g_hr = grads
         B, H, P = x.shape[1], self.hidden_size, self.output_size
-        if not _strided_rows_ok(dy):
+        ldy = _row_stride(dy)
+        if ldy is None:
             dy = np.ascontiguousarray(dy)
+            ldy = dy.shape[2]
         dh0 = np.empty((B, P), self.dtype)
         dc0 = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
-        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, H, dy,
+        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, H, dy, ldy,
                           np.ascontiguousarray(dhn), None if dcn is None else np.ascontiguousarray(dcn),
                           gates, h_prev, aux, dx_out, accumulate, dh0, dc0, g_ih, g_hh, g_hr, g_bih, g_bhh)
         return dh0, dc0
