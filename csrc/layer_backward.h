@@ -10,13 +10,13 @@
 // The tape is in RowOrder's packed layout (valid rows only); dy and dx are (T, B, .) as the user sees them.
 // The forward tape's gates (and GRU's aux) are overwritten in place with the gate gradients.
 
-constexpr int kBackwardVectors = 4;  // R x 4 vectors of accumulators
+// Register blocking: kBackwardRows rows x NB vectors of accumulators, NB = 4 (wide panels) or 2 (when
+// wide panels would leave too few items to share among the threads, e.g. small hidden sizes).
 constexpr int kBackwardRows = 6;
 
-template <typename T, class Cell> struct BackwardLoop {
+template <typename T, class Cell, int NB> struct BackwardLoop {
     typedef vec_t<T> V;
     static constexpr int G = Cell::G;
-    static constexpr int NB = kBackwardVectors;
     static constexpr int AUXN = Cell::AUX > 0 ? Cell::AUX : 1;
     int64_t B, H, P, GH, ldy;
     bool reverse, projected;
@@ -127,9 +127,8 @@ template <typename T> void add_column_sums(T *out, const T *m, int64_t rows, int
     }
 }
 
-template <typename T, class Cell> int layer_backward(const fastrnn_backward_args &a) {
+template <typename T, class Cell, int NB> int layer_backward_blocked(const fastrnn_backward_args &a) {
     const int G = Cell::G;
-    const int NB = kBackwardVectors;
     const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
     const bool projected = a.proj_size > 0;
     const int64_t P = projected ? a.proj_size : H;
@@ -155,7 +154,7 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
             for (int64_t j = 0; j < H; ++j) h_raw.data[row * H + j] = g[row * GH + 3 * H + j] * aux[row * 2 * H + H + j];
     }
 
-    BackwardLoop<T, Cell> loop;
+    BackwardLoop<T, Cell, NB> loop;
     loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.ldy = a.ldy;
     loop.reverse = a.reverse != 0; loop.projected = projected; loop.order = &order;
     loop.panels = panels.data; loop.proj_panels = proj_panels.data; loop.zero_row = zero_row.data;
@@ -199,4 +198,11 @@ template <typename T, class Cell> int layer_backward(const fastrnn_backward_args
     }
     if (order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
     return FASTRNN_OK;
+}
+
+template <typename T, class Cell> int layer_backward(const fastrnn_backward_args &a) {
+    const int64_t P = a.proj_size > 0 ? a.proj_size : a.hidden_size;
+    const int64_t row_blocks = (a.batch + kBackwardRows - 1) / kBackwardRows;
+    const bool enough_wide_items = column_panel_count<T, 4>(P) * row_blocks >= 4 * (int64_t)a.num_threads;
+    return enough_wide_items ? layer_backward_blocked<T, Cell, 4>(a) : layer_backward_blocked<T, Cell, 2>(a);
 }
