@@ -161,7 +161,7 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     loop.dy = (const T *)a.dy; loop.dhn = (const T *)a.dhn; loop.h_prev = (const T *)a.h_prev;
     loop.gates = (T *)a.gates; loop.aux = (T *)a.aux; loop.dc_state = dc_state.data;
     loop.dh_carry = dh_carry.data; loop.dh0 = (T *)a.dh0; loop.dh_state = dh_state.data;
-    loop.run(T_steps, nt);
+    loop.run(T_steps, loop_threads(nt, B, GH, P));
     if (Cell::has_cell_state) __builtin_memcpy(a.dc0, dc_state.data, B * H * sizeof(T));
 
     // gates now holds the gradients w.r.t. the rows of W_hh; for GRU the input-side n gradient is in aux.

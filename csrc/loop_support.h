@@ -83,6 +83,14 @@ template <int MAX, class F> inline void dispatch_rows(int64_t n_rows, F &&f) {
     f(std::integral_constant<int, MAX>());
 }
 
+// Threads for the time loop: every step ends in a barrier (about a microsecond, far more when another
+// process holds a core), so steps with little work run on one thread. Results do not depend on it:
+// the items are the same whatever the thread count.
+inline int loop_threads(int requested, int64_t batch, int64_t gate_rows, int64_t state_size) {
+    const double flops_per_step = 2.0 * (double)batch * (double)gate_rows * (double)state_size;
+    return flops_per_step < 4e5 ? 1 : requested;
+}
+
 // Split n_items among threads in contiguous ranges (panel-major items keep each thread on the same
 // slice of W_hh across steps, so it stays in that core's cache).
 inline void thread_range(int64_t n_items, int tid, int nth, int64_t &begin, int64_t &end) {

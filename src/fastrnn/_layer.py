@@ -214,8 +214,9 @@ class RecurrentLayer:
         return self._check_state(hx, batch, "hx"), None
 
     def _time_major_input(self, x):
-        x = np.asarray(x) if not isinstance(x, np.ndarray) else x
-        arr = V.as_real_array(x, "x", self.dtype) if x.dtype != self.dtype else x
+        """x as a C-contiguous (T, B, input_size) array of the layer's dtype; every check comes before
+        any copy (a huge strided view is refused, not materialised)."""
+        arr = V.real_array(x, "x")
         layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
         V.check_rank(arr, 3, "x", layout)
         if arr.shape[2] != self.input_size:
@@ -223,7 +224,10 @@ class RecurrentLayer:
         if self.batch_first:
             arr = arr.transpose(1, 0, 2)
         if 0 in arr.shape:
-            raise ValueError(f"x must have at least one time step and one sequence, got shape {x.shape}")
+            raise ValueError(f"x must have at least one time step and one sequence, got shape {arr.shape}")
+        T, B, _ = arr.shape
+        widest = max(self.gate_size, self.input_size, self.output_size * self.num_directions)
+        V.check_blas_size(T * B, widest, "x (seq_len * batch rows)")
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def forward(self, x, hx=None, lengths=None):
@@ -232,19 +236,22 @@ class RecurrentLayer:
             return self._forward(x, hx, lengths)
 
     def _forward(self, x, hx, lengths):
+        given = x
         x = self._time_major_input(x)
         T, B, _ = x.shape
-        V.check_blas_size(T * B, max(self.gate_size, self.input_size, self.hidden_size * 2), "x (seq_len*batch rows)")
         h0_all, c0_all = self._parse_hx(hx, B)
         if lengths is not None:
             lengths = V.as_lengths(lengths, B, T)
             if np.all(lengths == T):
                 lengths = None
+        keep_tape = is_grad_enabled()
+        if lengths is not None or (keep_tape and np.may_share_memory(x, given)):
+            # a private x: backward must see x as it is now, whatever the caller changes in between,
+            # and padded steps must not reach any sum, whatever they hold (NaN included)
+            x = x.copy()
         if lengths is not None:
-            x = x.copy()  # padded steps must not reach any sum, whatever they hold (NaN included)
             x[np.arange(T)[:, None] >= lengths[None, :]] = 0
 
-        keep_tape = is_grad_enabled()
         tape = _Tape(lengths, x.shape, self.batch_first, hx is not None) if keep_tape else None
         H, D = self.output_size, self.num_directions
         hn_all = np.empty(self._state_shape(B), self.dtype)

@@ -8,17 +8,20 @@ import numpy as np
 BLAS_INT_MAX = 2**31 - 1  # scipy-openblas32 indexes with 32-bit integers
 
 
-def as_real_array(value, name, dtype):
-    """Convert an array-like to a C-contiguous array of ``dtype`` (copying only when needed)."""
+def real_array(value, name):
+    """np.asarray(value), refusing anything that is not real numbers (no copy, no conversion yet)."""
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} must be a numeric array-like, got {type(value).__name__}: {exc}") from None
     if arr.dtype.kind not in "fiu":
-        raise TypeError(
-            f"{name} must hold real numbers (float or int), got dtype {arr.dtype}"
-        )
-    return np.ascontiguousarray(arr, dtype=dtype)
+        raise TypeError(f"{name} must hold real numbers (float or int), got dtype {arr.dtype}")
+    return arr
+
+
+def as_real_array(value, name, dtype):
+    """Convert an array-like to a C-contiguous array of ``dtype`` (copying only when needed)."""
+    return np.ascontiguousarray(real_array(value, name), dtype=dtype)
 
 
 def check_shape(arr, expected, name):

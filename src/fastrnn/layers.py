@@ -50,7 +50,12 @@ class _CompiledLayer(RecurrentLayer):
             aux = np.empty((rows, aux_width * H), self.dtype) if aux_width else None
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
                          H, y_out, ldy, hn, cn, gates, h_prev, aux)
-        tape = (x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux) if keep_tape else None
+        # backward must see the weights as they are now, whatever the caller changes in between (torch
+        # raises in that case; we keep private copies, cheap next to the step's work; x is already ours)
+        tape = None
+        if keep_tape:
+            tape = (x, w_ih.copy(), w_hh.copy(), None if w_hr is None else w_hr.copy(),
+                    lengths, reverse, gates, h_prev, aux)
         return hn, cn, tape
 
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
