@@ -267,14 +267,11 @@ class RecurrentLayer:
             direction_tapes = []
             for d in range(D):
                 idx = layer * D + d
-                c0 = c0_all[idx] if c0_all is not None else None
-                hn, cn, dtape = self._forward_direction(
-                    layer_input, h0_all[idx], c0, self._weights(self.params, layer, d),
-                    lengths, bool(d), y[:, :, d * H:(d + 1) * H], keep_tape)
-                hn_all[idx] = hn
-                if cn_all is not None:
-                    cn_all[idx] = cn
-                direction_tapes.append(dtape)
+                lstm = cn_all is not None
+                direction_tapes.append(self._forward_direction(
+                    layer_input, h0_all[idx], c0_all[idx] if lstm else None, self._weights(self.params, layer, d),
+                    lengths, bool(d), y[:, :, d * H:(d + 1) * H], hn_all[idx], cn_all[idx] if lstm else None,
+                    keep_tape))
             if tape is not None:
                 tape.layers.append(direction_tapes)
                 if layer > 0:
@@ -316,13 +313,11 @@ class RecurrentLayer:
             dx = np.empty((T, B, in_features), self.dtype)
             for d in range(D):
                 idx = layer * D + d
-                dcn = dcn_all[idx] if dcn_all is not None else None
-                dh0, dc0 = self._backward_direction(
-                    tape.layers[layer][d], grad_out[:, :, d * H:(d + 1) * H], dhn_all[idx], dcn,
-                    self._weights(self.grads, layer, d), dx, d > 0)
-                dh0_all[idx] = dh0
-                if dc0_all is not None:
-                    dc0_all[idx] = dc0
+                lstm = dcn_all is not None
+                self._backward_direction(
+                    tape.layers[layer][d], grad_out[:, :, d * H:(d + 1) * H], dhn_all[idx],
+                    dcn_all[idx] if lstm else None, self._weights(self.grads, layer, d), dx, d > 0,
+                    dh0_all[idx], dc0_all[idx] if lstm else None)
             if layer > 0 and tape.dropout_masks[layer - 1] is not None:
                 dx *= tape.dropout_masks[layer - 1]
             grad_out = dx
@@ -343,18 +338,20 @@ class RecurrentLayer:
         return self._check_state(dhn, batch, "dhn"), None
 
     # ----------------------------------------------------------------- per direction (subclasses)
-    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
+    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape):
         """One layer, one direction.
 
         x (T, B, In) C-contiguous; h0 (B, P), c0 (B, H) (None unless LSTM); weights (w_ih, w_hh, b_ih,
-        b_hh, w_hr), biases and w_hr may be None; lengths int64 (B,) or None; y_out (T, B, P) view to write
-        (zeros past each length). P = output_size. Returns (hn, cn, tape); tape is None unless keep_tape.
+        b_hh, w_hr), biases and w_hr may be None; lengths int64 (B,) or None. Writes y_out (T, B, P), a
+        view (zeros past each length), hn_out (B, P) and cn_out (B, H) (None unless LSTM), C-contiguous.
+        P = output_size. Returns the direction's tape, or None unless keep_tape.
         """
         raise NotImplementedError
 
-    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
-        """BPTT for one direction. dy (T, B, H) view; dhn/dcn (B, H); grads: arrays to ADD into, as
-        weights; dx_out (T, B, In) is overwritten, or added into when ``accumulate``. Returns (dh0, dc0)."""
+    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
+        """BPTT for one direction. dy (T, B, P) view; dhn (B, P), dcn (B, H); grads: arrays to ADD into,
+        as weights; dx_out (T, B, In) is overwritten, or added into when ``accumulate``; writes dh0_out
+        (B, P) and dc0_out (B, H) (None unless LSTM), C-contiguous."""
         raise NotImplementedError
 
     def __repr__(self):

@@ -31,16 +31,12 @@ def _row_stride(view):
 
 
 class _CompiledLayer(RecurrentLayer):
-    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
+    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape):
         w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
         ldy = _row_stride(y_out)
         assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
-        h0 = np.ascontiguousarray(h0)
-        c0 = None if c0 is None else np.ascontiguousarray(c0)
-        hn = np.empty((B, P), self.dtype)
-        cn = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
         gates = h_prev = aux = None
         if keep_tape:  # the kernels keep only valid (t, b) rows, packed (see csrc/loop_support.h)
             rows = T * B if lengths is None else int(lengths.sum())
@@ -49,29 +45,23 @@ class _CompiledLayer(RecurrentLayer):
             aux_width = _AUX_WIDTH[self._mode]
             aux = np.empty((rows, aux_width * H), self.dtype) if aux_width else None
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
-                         H, y_out, ldy, hn, cn, gates, h_prev, aux)
+                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux)
+        if not keep_tape:
+            return None
         # backward must see the weights as they are now, whatever the caller changes in between (torch
         # raises in that case; we keep private copies, cheap next to the step's work; x is already ours)
-        tape = None
-        if keep_tape:
-            tape = (x, w_ih.copy(), w_hh.copy(), None if w_hr is None else w_hr.copy(),
-                    lengths, reverse, gates, h_prev, aux)
-        return hn, cn, tape
+        return (x, w_ih.copy(), w_hh.copy(), None if w_hr is None else w_hr.copy(), lengths, reverse,
+                gates, h_prev, aux)
 
-    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
+    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
         x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux = tape
         g_ih, g_hh, g_bih, g_bhh, g_hr = grads
-        B, H, P = x.shape[1], self.hidden_size, self.output_size
         ldy = _row_stride(dy)
         if ldy is None:
             dy = np.ascontiguousarray(dy)
             ldy = dy.shape[2]
-        dh0 = np.empty((B, P), self.dtype)
-        dc0 = np.empty((B, H), self.dtype) if self._mode == "lstm" else None
-        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, H, dy, ldy,
-                          np.ascontiguousarray(dhn), None if dcn is None else np.ascontiguousarray(dcn),
-                          gates, h_prev, aux, dx_out, accumulate, dh0, dc0, g_ih, g_hh, g_hr, g_bih, g_bhh)
-        return dh0, dc0
+        _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, self.hidden_size, dy, ldy, dhn, dcn,
+                          gates, h_prev, aux, dx_out, accumulate, dh0_out, dc0_out, g_ih, g_hh, g_hr, g_bih, g_bhh)
 
 
 RNN, LSTM, GRU = make_layer_classes(_CompiledLayer, "fastrnn")

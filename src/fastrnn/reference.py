@@ -87,7 +87,7 @@ def _cell_backward(mode, saved, h_prev, dh, dc, w_hr):
 
 
 class _ReferenceLayer(RecurrentLayer):
-    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, keep_tape):
+    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape):
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         T, B, _ = x.shape
         h, c = h0.copy(), (c0.copy() if c0 is not None else None)
@@ -104,9 +104,12 @@ class _ReferenceLayer(RecurrentLayer):
             y_out[times[active], np.arange(B)[active]] = h[active]
         tape = {"steps": steps, "w_ih": w_ih.copy(), "w_hh": w_hh.copy(), "x_shape": x.shape,
                 "w_hr": None if w_hr is None else w_hr.copy()} if keep_tape else None
-        return h, c, tape
+        hn_out[...] = h
+        if cn_out is not None:
+            cn_out[...] = c
+        return tape
 
-    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate):
+    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
         g_ih, g_hh, g_bih, g_bhh, g_hr = grads
         w_ih, w_hh, w_hr = tape["w_ih"], tape["w_hh"], tape["w_hr"]
         T, B, _ = tape["x_shape"]
@@ -133,7 +136,9 @@ class _ReferenceLayer(RecurrentLayer):
             dx_out += dx
         else:
             dx_out[...] = dx
-        return dh, dc
+        dh0_out[...] = dh
+        if dc0_out is not None:
+            dc0_out[...] = dc
 
 
 RNN, LSTM, GRU = make_layer_classes(_ReferenceLayer, "fastrnn.reference")
