@@ -3,6 +3,7 @@
 // one at run time. Everything below lives in an anonymous namespace so the builds cannot share (and
 // silently swap) inline code; only the two entry points carry the ISA's name.
 #include <stdint.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include <type_traits>

@@ -119,22 +119,25 @@ template <typename T, class Cell> struct ForwardLoop {
             }
             return;
         }
+        StepBarrier barrier;
 #pragma omp parallel num_threads(num_threads)
         {
             int tid, nth;
             current_thread(tid, nth);
+#pragma omp single
+            barrier.count = nth;  // (the single's implied barrier publishes it)
             for (int64_t s = 0; s < T_steps; ++s) {
                 const int64_t n_rows = order->active_rows(s);
                 run_items<RMAX>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
                     dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
                 });
                 if (projected) {
-#pragma omp barrier
+                    barrier.wait();
                     run_items<kProjectionRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
                         dispatch_rows<kProjectionRows>(n, [&](auto r) { projection_block<decltype(r)::value>(s, perm + r0, p); });
                     });
                 }
-#pragma omp barrier
+                barrier.wait();
             }
         }
     }

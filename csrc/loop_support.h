@@ -83,6 +83,36 @@ template <int MAX, class F> inline void dispatch_rows(int64_t n_rows, F &&f) {
     f(std::integral_constant<int, MAX>());
 }
 
+// The barrier that ends every step. OpenMP's barrier spins for milliseconds before it sleeps; when
+// another process (or another OpenMP runtime in the process, e.g. torch's) holds a core, the thread
+// we wait for is not running and every step costs a scheduler time slice. This one spins briefly (a
+// step's worth of waiting when both threads are on a core) and then yields the core.
+// Sense-reversing: the last thread to arrive bumps the generation; acquire/release on it publishes
+// everything written before the barrier.
+struct StepBarrier {
+    int count = 0;
+    int waiting = 0;
+    unsigned generation = 0;
+
+    void wait() {
+        const unsigned gen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+        if (__atomic_add_fetch(&waiting, 1, __ATOMIC_ACQ_REL) == count) {
+            __atomic_store_n(&waiting, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&generation, gen + 1, __ATOMIC_RELEASE);
+            return;
+        }
+        for (int spin = 0; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == gen; ++spin) {
+            if (spin < 4000) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
+};
+
 // Threads for the time loop: every step ends in a barrier (about a microsecond, far more when another
 // process holds a core), so steps with little work run on one thread. Results do not depend on it:
 // the items are the same whatever the thread count.
