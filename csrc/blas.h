@@ -22,11 +22,16 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, do
                       (blasint)ldc);
 }
 
-// Tiles of C along its longer side; at least 16 rows or columns each, at most 16 tiles.
+// Tiles of C along its longer side; at least 16 rows or columns each, at most 16 tiles; a small
+// product is one call.
 template <typename T>
 void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda,
                    const T *b, int64_t ldb, T beta, T *c, int64_t ldc, int num_threads) {
     if (m <= 0 || n <= 0) return;
+    if (2.0 * (double)m * (double)n * (double)k < 4e6) {  // small (decided by shape alone): one call
+        gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     const bool split_rows = m >= n;
     const int64_t extent = split_rows ? m : n;
     int64_t tile = (extent + 15) / 16;
