@@ -160,24 +160,7 @@ class RecurrentLayer:
 
     def load_state_dict(self, state_dict):
         """Load torch-keyed weights; every key, shape and dtype is checked before anything is written."""
-        try:
-            keys = set(state_dict.keys())
-        except AttributeError:
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}") from None
-        expected = set(self.params)
-        missing, extra = sorted(expected - keys), sorted(keys - expected)
-        if missing or extra:
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {extra}")
-        converted = {}
-        for name, target in self.params.items():
-            arr = np.asarray(state_dict[name])
-            if arr.dtype.kind not in "fiu":
-                raise TypeError(f"load_state_dict: {name} must hold real numbers, got dtype {arr.dtype}")
-            if arr.shape != target.shape:
-                raise ValueError(f"load_state_dict: {name} must have shape {target.shape}, got {arr.shape}")
-            converted[name] = arr.astype(self.dtype, copy=False)
-        for name, arr in converted.items():  # all checked: now write, in place (optimizers hold these arrays)
-            self.params[name][...] = arr
+        V.load_arrays_in_place(self.params, state_dict)
 
     def train(self, mode=True):
         self.training = bool(mode)

@@ -57,3 +57,26 @@ def check_blas_size(rows, cols, name):
         raise ValueError(
             f"{name} is too large: {rows} x {cols} elements exceeds what the BLAS can index"
         )
+
+
+def load_arrays_in_place(targets, state_dict):
+    """load_state_dict's core: every key, shape and dtype of ``state_dict`` is checked against
+    ``targets`` (name -> live array) before anything is written, then the values are copied in place
+    (optimizers hold these arrays), cast to each target's dtype."""
+    try:
+        keys = set(state_dict.keys())
+    except AttributeError:
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}") from None
+    missing, extra = sorted(set(targets) - keys), sorted(keys - set(targets))
+    if missing or extra:
+        raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {extra}")
+    converted = {}
+    for name, target in targets.items():
+        arr = np.asarray(state_dict[name])
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"load_state_dict: {name} must hold real numbers, got dtype {arr.dtype}")
+        if arr.shape != target.shape:
+            raise ValueError(f"load_state_dict: {name} must have shape {target.shape}, got {arr.shape}")
+        converted[name] = arr
+    for name, arr in converted.items():
+        targets[name][...] = arr
