@@ -1,0 +1,68 @@
+"""GEMM ablation: fastrnn's fused recurrent step against the library alternative on the same shapes.
+
+Per (cell, shape, T), inference forward, three implementations (pytest-benchmark group = one row):
+    fastrnn      the compiled layer (packed W_hh, the step's matmul fused with the gates)
+    blas_numpy   one BLAS GEMM for the input projection, then per step a BLAS GEMM h W_hh^T and the
+                 gates as in-place NumPy ufuncs (benchmarks/_unfused.py; checked equal to fastrnn)
+    blas_gemm    the same GEMMs without the gate math: the floor of any per-step-BLAS design
+T = 1 shows the per-call overhead (the streaming case), larger T the per-step cost. Both sides get
+the same thread count (fastrnn's, and NumPy's BLAS; NumPy's ufuncs are single-threaded).
+"""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.bench import machine
+from fastrnn.bench.grid import Case
+
+from _unfused import UnfusedForward
+
+SHAPES = {"medium": (64, 128, 256), "large": (64, 512, 512), "db-b1": (1, 512, 512), "db-b4": (4, 512, 512)}
+STEPS = (1, 10, 100)
+
+
+def _layer(cell, D, H):
+    if cell == "lstm":
+        return fastrnn.LSTM(D, H, seed=0)
+    if cell == "gru":
+        return fastrnn.GRU(D, H, seed=0)
+    return fastrnn.RNN(D, H, seed=0)
+
+
+@pytest.fixture
+def numpy_threads(threads):
+    previous = machine.set_numpy_blas_threads(threads)
+    yield
+    if previous is not None:
+        machine.set_numpy_blas_threads(previous)
+
+
+@pytest.mark.parametrize("impl", ["fastrnn", "blas_numpy", "blas_gemm"])
+@pytest.mark.parametrize("T", STEPS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_recurrent_step(benchmark, cell, shape, T, impl, threads, numpy_threads, rng):
+    B, D, H = SHAPES[shape]
+    layer = _layer(cell, D, H)
+    fastrnn.set_num_threads(threads)
+    x = rng.uniform(-1, 1, (T, B, D)).astype(np.float32)
+    h0 = np.zeros((1, B, H), np.float32)
+    hx = (h0, h0) if cell == "lstm" else h0
+    unfused = UnfusedForward(cell, layer.params, T, B, D, H, gemm_only=impl == "blas_gemm")
+
+    with fastrnn.no_grad():  # the comparison is only fair if both compute the same thing
+        y_ref, _ = layer(x, hx)
+    if impl == "blas_numpy":
+        np.testing.assert_allclose(unfused(x, h0[0], h0[0] if cell == "lstm" else None)[0], y_ref, atol=1e-4)
+
+    def run_fastrnn():
+        with fastrnn.no_grad():
+            return layer(x, hx)
+
+    c0 = h0[0] if cell == "lstm" else None
+    run = run_fastrnn if impl == "fastrnn" else (lambda: unfused(x, h0[0], c0))
+    benchmark.group = f"ablation {cell} {shape} (B,D,H)={SHAPES[shape]} T={T} t={threads}"
+    flops = Case(cell, "inference", shape, T, B, D, H).flops
+    benchmark.extra_info["flops"] = flops
+    benchmark(run)
+    benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9
