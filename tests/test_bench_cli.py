@@ -67,6 +67,18 @@ def test_runner_with_torch_and_onnxruntime():
         assert rows["gru/stream/inference"]["check"]["ok"]["onnxruntime"]
 
 
+def test_torch_step_rows_compare_the_drop_in_with_torch_nn():
+    pytest.importorskip("torch")
+    settings = Settings(threads=(1,), engines=("fastrnn", "reference", "torch"), **FAST)
+    cases = [Case(cell, "training", "torch-step", 3, 2, 4, 5, kind="torch_step") for cell in ("rnn", "lstm", "gru")]
+    for row in run(cases, settings):
+        assert set(row["ms"]) == {"fastrnn", "torch"}  # the reference has no torch training step
+        assert row["check"]["oracle"] == "torch"
+        check_row(row, ["fastrnn", "torch"])
+        assert "fastrnn.torch" in report.shape_label(row)
+    assert {"rnn/torch-step/training", "lstm/torch-step/training"} <= {c.name for c in grid.full_grid()}
+
+
 def test_cli_writes_json_markdown_and_reads_it_back(tmp_path, capsys):
     out, md = tmp_path / "out.json", tmp_path / "BENCH.md"
     md.write_text("# Title\n\nhand-written text\n")

@@ -28,8 +28,9 @@ STREAM = (1, 1, 128, 128)  # one streaming step, state passed in and out
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case. ``kind`` is 'padded' (plain batch), 'varlen' (lengths in [T/2, T]) or
-    'stream' (T=1, B=1 calls chained through the returned state)."""
+    """One benchmark case. ``kind`` is 'padded' (plain batch), 'varlen' (lengths in [T/2, T]),
+    'stream' (T=1, B=1 calls chained through the returned state) or 'torch_step' (a torch training
+    step -- forward, MSE loss, backward, SGD step -- with fastrnn.torch's module against torch.nn's)."""
 
     cell: str
     mode: str
@@ -84,6 +85,7 @@ def full_grid():
         for mode in MODES:
             cases.append(Case(cell, mode, "varlen", T, B, D, H, kind="varlen", lengths=varlen_lengths(T, B)))
         cases.append(Case(cell, "inference", "stream", *STREAM, kind="stream"))
+        cases.append(Case(cell, "training", "torch-step", *SIZES["medium"], kind="torch_step"))
     for size, shape in DEEPBENCH_RELU_TRAINING.items():
         cases.append(Case("rnn_relu", "training", size, *shape))
     return cases

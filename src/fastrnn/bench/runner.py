@@ -29,6 +29,8 @@ class Settings:
 
 
 def engines_for(case, settings):
+    if case.kind == "torch_step":
+        return [n for n in ("fastrnn", "torch") if n in settings.engines]
     names = ["fastrnn", "reference", "torch"]
     if case.kind == "stream":
         names.append("torch_cell")

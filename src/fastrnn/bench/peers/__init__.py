@@ -48,12 +48,17 @@ ENGINES = {
     "onnxruntime": ("fastrnn.bench.peers.ort_peer", "OrtPeer"),
     "keras": ("fastrnn.bench.peers.keras_peer", "KerasPeer"),
 }
-PEERS = ("torch", "torch_cell", "onnxruntime", "keras")  # the outside engines fastrnn is compared to
+PEERS = ("torch", "torch_cell", "onnxruntime", "keras")
+# cases of kind "torch_step" time a whole torch training step; the columns are the recurrent module used
+TORCH_STEP_ENGINES = {
+    "fastrnn": ("fastrnn.bench.peers.torch_step_peer", "DropinStepPeer"),  # fastrnn.torch, the drop-in
+    "torch": ("fastrnn.bench.peers.torch_step_peer", "TorchStepPeer"),
+}  # the outside engines fastrnn is compared to
 
 
 def build(name, case, work):
     """The adapter for one engine and case; raises Unavailable when it cannot be built."""
-    module, cls = ENGINES[name]
+    module, cls = (TORCH_STEP_ENGINES if case.kind == "torch_step" else ENGINES)[name]
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
