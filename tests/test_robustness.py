@@ -215,6 +215,30 @@ def test_failed_forward_keeps_previous_tape():
     assert dx.shape == x.shape
 
 
+def test_backward_failing_midway_leaves_gradients_as_they_were(monkeypatch):
+    layer = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    y, _ = layer(x)
+    layer.backward(np.ones_like(y))  # gradients that are not zero
+    before = {k: v.copy() for k, v in layer.grads.items()}
+    y, _ = layer(x)
+    real, calls = type(layer)._backward_direction, []
+
+    def fail_on_third_call(self, *args):
+        calls.append(1)
+        if len(calls) == 3:  # the upper layer's two directions have added their gradients by now
+            raise MemoryError("simulated: out of memory in the kernel")
+        return real(self, *args)
+
+    monkeypatch.setattr(type(layer), "_backward_direction", fail_on_third_call)
+    with pytest.raises(MemoryError):
+        layer.backward(np.ones_like(y))
+    for k, v in layer.grads.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    with pytest.raises(RuntimeError, match="forward"):  # the tape is consumed: a new forward is needed
+        layer.backward(np.ones_like(y))
+
+
 def test_huge_sizes_are_refused_not_wrapped():
     layer = fastrnn.RNN(1, 1)
     x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=(2**16, 2**16, 1), strides=(0, 0, 4))

@@ -287,7 +287,22 @@ class RecurrentLayer:
             dy_tm = np.ascontiguousarray(dy_arr.transpose(1, 0, 2)) if tape.batch_first else dy_arr
         dhn_all, dcn_all = self._parse_dhn(dhn, B)
         self._tape = None  # a second backward needs a new forward
+        # Several kernel calls add into grads one after the other: if a later one fails (out of memory),
+        # put the gradients back as they were, so the layer is never left half-updated. (The tape stays
+        # consumed: the kernels reuse its gate memory for gradients.) The copy is the size of the
+        # parameters, small next to the BPTT it guards; one kernel call fails before it adds anything.
+        saved = {k: v.copy() for k, v in self.grads.items()} if self.num_layers * D > 1 else None
+        try:
+            return self._backward_layers(tape, dy_tm, dhn_all, dcn_all)
+        except BaseException:
+            if saved is not None:
+                for k, v in saved.items():
+                    np.copyto(self.grads[k], v)
+            raise
 
+    def _backward_layers(self, tape, dy_tm, dhn_all, dcn_all):
+        T, B, _ = tape.shape
+        H, D = self.output_size, self.num_directions
         dh0_all = np.empty(self._state_shape(B), self.dtype)
         dc0_all = np.empty(self._state_shape(B, True), self.dtype) if self._mode == "lstm" else None
         grad_out = dy_tm
