@@ -98,7 +98,8 @@ def main():
                     times[name].append(time.perf_counter() - t0)
                 time.sleep(0.005)  # let the other engine's thread pool go idle
         rates = {name: 1 / np.median(t) for name, t in times.items()}
-        line = ", ".join(f"{name} {rate:.1f} steps/s ({1e3 / rate:.1f} ms)" for name, rate in rates.items())
+        line = ", ".join(f"{name} {rate:.1f} steps/s ({1e3 / rate:.1f} ms; fastest step {1e3 * min(times[name]):.1f} ms)"
+                         for name, rate in rates.items())
         ratio = f"; fastrnn / torch = {rates['fastrnn'] / rates['torch']:.2f}" if "torch" in rates else ""
         print(f"{threads} thread(s): {line}{ratio}")
 
