@@ -2,6 +2,7 @@
 #include "fastrnn.h"
 
 
+#include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -20,6 +21,8 @@ FASTRNN_DECLARE_ISA(avx512)
 }
 
 namespace {
+#include "blas.h"
+
 struct Kernels {
     int (*forward)(const fastrnn_forward_args *);
     int (*backward)(const fastrnn_backward_args *);
@@ -57,6 +60,19 @@ int fastrnn_forward(const fastrnn_forward_args *args) {
 int fastrnn_backward(const fastrnn_backward_args *args) {
     if (args->cell < FASTRNN_RNN_TANH || args->cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;
     return kernels().backward(args);
+}
+
+int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
+                 int num_threads) {
+    kernels();  // OpenBLAS single-threaded before the first product
+    if (dtype == FASTRNN_FLOAT64)
+        parallel_gemm(trans_a != 0, trans_b != 0, m, n, k, alpha, (const double *)a, lda, (const double *)b, ldb,
+                      beta, (double *)c, ldc, num_threads);
+    else
+        parallel_gemm(trans_a != 0, trans_b != 0, m, n, k, (float)alpha, (const float *)a, lda, (const float *)b,
+                      ldb, (float)beta, (float *)c, ldc, num_threads);
+    return FASTRNN_OK;
 }
 
 int fastrnn_default_num_threads(void) {

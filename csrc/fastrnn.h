@@ -79,6 +79,13 @@ typedef struct {
 int fastrnn_forward(const fastrnn_forward_args *args);
 int fastrnn_backward(const fastrnn_backward_args *args);
 
+/* C (m, n) = alpha op(A) op(B) + beta C, row-major, op = transpose when trans_*: OpenBLAS on tiles of C
+ * shared among num_threads OpenMP threads, tiles chosen by shape alone (bit-identical for any thread
+ * count). For the models' dense layers, so they use fastrnn's threads rather than a second pool. */
+int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                 const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
+                 int num_threads);
+
 /* Threads: OpenMP inside each step, OpenBLAS for the large GEMMs. */
 int fastrnn_default_num_threads(void);
 /* Which instruction-set build the kernels dispatch to: "avx512", "avx2" or "baseline". */

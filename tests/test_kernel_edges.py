@@ -76,3 +76,43 @@ def test_padding_content_is_ignored():
         results.append((y, hn, dx, dh0, layer.grads["weight_ih_l0"].copy()))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 4, 5), (0, 3, 4), (3, 4, 0), (700, 103, 257)])
+def test_gemm_matches_numpy_for_any_thread_count(dtype, trans_a, trans_b, m, n, k):
+    from fastrnn import _kernels
+
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + c0
+    results = []
+    for threads in (1, 2, 3):
+        fastrnn.set_num_threads(threads)
+        c = c0.copy()
+        _kernels.gemm(a, b, c, trans_a, trans_b, 1.0, 1.0)
+        results.append(c)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
+    for c in results[1:]:
+        np.testing.assert_array_equal(c, results[0])  # tiles depend on the shape alone
+
+
+def test_gemm_refuses_bad_arguments():
+    from fastrnn import _kernels
+
+    ok = np.ones((2, 3))
+    with pytest.raises(ValueError, match="shapes"):
+        _kernels.gemm(ok, ok, np.ones((2, 2)))
+    with pytest.raises(TypeError, match="float32 or all float64"):
+        _kernels.gemm(ok.astype(np.float32), ok.T.copy(), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _kernels.gemm(ok, np.ones((3, 4))[:, ::2], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="2-D"):
+        _kernels.gemm(np.ones(3), ok, ok)
+    readonly = np.ones((2, 2))
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _kernels.gemm(ok, ok.T.copy(), readonly)

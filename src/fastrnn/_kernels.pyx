@@ -56,6 +56,9 @@ cdef extern from "fastrnn.h" nogil:
         int num_threads
     int fastrnn_forward(const fastrnn_forward_args *args)
     int fastrnn_backward(const fastrnn_backward_args *args)
+    int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                     const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
+                     int num_threads)
     int fastrnn_default_num_threads()
     const char *fastrnn_isa()
     int fastrnn_has_openmp()
@@ -170,3 +173,29 @@ def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, i
         status = fastrnn_backward(&a)
     if status != FASTRNN_OK:
         _raise(status, "backward")
+
+
+def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint trans_b=False, double alpha=1.0,
+         double beta=0.0):
+    """c = alpha op(a) op(b) + beta c with fastrnn's threads (csrc/blas.h's tiling): 2-D C-contiguous
+    arrays of one dtype, float32 or float64. Sizes must fit OpenBLAS's 32-bit indices (the caller checks)."""
+    for name, arr in (("a", a), ("b", b), ("c", c)):
+        if arr.ndim != 2 or not arr.flags.c_contiguous:
+            raise ValueError(f"gemm: {name} must be a 2-D C-contiguous array")
+        if arr.dtype != c.dtype or arr.dtype.char not in "fd":
+            raise TypeError(f"gemm: a, b and c must all be float32 or all float64, got {name} {arr.dtype}")
+    if not c.flags.writeable:
+        raise ValueError("gemm: c must be writeable")
+    cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t kb = b.shape[1] if trans_b else b.shape[0]
+    cdef int64_t n = b.shape[0] if trans_b else b.shape[1]
+    if k != kb or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError(f"gemm: shapes do not match: op(a) ({m}, {k}), op(b) ({kb}, {n}), c ({c.shape[0]}, {c.shape[1]})")
+    cdef int dtype = _dtype_code(c)
+    cdef int64_t lda = max(1, a.shape[1]), ldb = max(1, b.shape[1]), ldc = max(1, c.shape[1])  # BLAS wants >= 1
+    cdef const void *pa = cnp.PyArray_DATA(a)
+    cdef const void *pb = cnp.PyArray_DATA(b)
+    cdef void *pc = cnp.PyArray_DATA(c)
+    with nogil:
+        fastrnn_gemm(dtype, trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, _num_threads)

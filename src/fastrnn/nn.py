@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import _kernels
 from . import _validation as V
 from ._grad_mode import is_grad_enabled
 
@@ -28,6 +29,20 @@ def _float_dtype(dtype):
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def _matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
+    """op(a) @ op(b) on fastrnn's threads (the kernels' GEMM tiling) rather than NumPy's BLAS pool,
+    which would spin against them on the same cores; into ``out`` (added when ``accumulate``)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    for arr, name in ((a, "a"), (b, "b")):
+        V.check_blas_size(arr.shape[0], arr.shape[1], name)
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    _kernels.gemm(a, b, out, trans_a, trans_b, 1.0, 1.0 if accumulate else 0.0)
+    return out
 
 
 def _size(value, name):
@@ -185,8 +200,8 @@ class Linear(Module):
         x = V.as_real_array(x, "x", self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have in_features={self.in_features} in its last axis, got shape {x.shape}")
-        x2 = x.reshape(-1, self.in_features)
-        y2 = x2 @ self._params["weight"].T
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        y2 = _matmul(x2, self._params["weight"], trans_b=True)
         if "bias" in self._params:
             y2 += self._params["bias"]
         self._tape = x2 if is_grad_enabled() else None
@@ -200,11 +215,11 @@ class Linear(Module):
             raise _no_tape("Linear")
         dy = V.as_real_array(dy, "dy", self.dtype)
         V.check_shape(dy, self._lead_shape + (self.out_features,), "dy")
-        dy2 = dy.reshape(-1, self.out_features)
-        self._grads["weight"] += dy2.T @ x2
+        dy2 = np.ascontiguousarray(dy.reshape(-1, self.out_features))
+        _matmul(dy2, x2, trans_a=True, out=self._grads["weight"], accumulate=True)
         if "bias" in self._grads:
             self._grads["bias"] += dy2.sum(axis=0)
-        return (dy2 @ self._params["weight"]).reshape(self._lead_shape + (self.in_features,))
+        return _matmul(dy2, self._params["weight"]).reshape(self._lead_shape + (self.in_features,))
 
 
 def _check_mask(mask, shape, name="mask"):
