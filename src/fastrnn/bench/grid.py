@@ -71,6 +71,12 @@ def varlen_lengths(T, B, seed=0):
     return tuple(int(v) for v in rng.integers(T // 2, T + 1, size=B))
 
 
+def half_lengths(T, B):
+    """Lengths spread evenly over 1..T, adding up to about half of T*B: with padded steps free, the
+    row should take about half the time of the full batch (issue 3)."""
+    return tuple(int(v) for v in np.rint(np.linspace(1, T, B)))
+
+
 def full_grid():
     cases = []
     for cell in CELLS:
@@ -84,6 +90,7 @@ def full_grid():
         T, B, D, H = SIZES["medium"]
         for mode in MODES:
             cases.append(Case(cell, mode, "varlen", T, B, D, H, kind="varlen", lengths=varlen_lengths(T, B)))
+            cases.append(Case(cell, mode, "halflen", T, B, D, H, kind="varlen", lengths=half_lengths(T, B)))
         cases.append(Case(cell, "inference", "stream", *STREAM, kind="stream"))
         cases.append(Case(cell, "training", "torch-step", *SIZES["medium"], kind="torch_step"))
     for size, shape in DEEPBENCH_RELU_TRAINING.items():

@@ -32,7 +32,8 @@ def shape_label(row):
     label = f"{row['size']} ({row['T']},{row['B']},{row['D']},{row['H']})"
     if row.get("kind") == "torch_step":  # both columns are a torch training step; "fastrnn" = fastrnn.torch
         return label + ": fastrnn.torch vs torch.nn in a torch training step"
-    return label + " len T/2..T" if row.get("lengths") else label
+    lengths = row.get("lengths")
+    return label + f" len {lengths['min']}..{lengths['max']}" if lengths else label
 
 
 def _check_cell(row):
