@@ -422,3 +422,24 @@ def test_bad_forward_arguments_raise_naming_the_argument(ns):
     layer.forward(x, tg)
     with pytest.raises(ValueError, match="d_outputs must have shape"):
         layer.backward(np.zeros((5, 2, 3)))
+
+
+# ----------------------------------------------------------------------------- fastrnn bench --rows jordan
+def test_bench_jordan_rows_run_and_check(monkeypatch, capsys):
+    from fastrnn.__main__ import main
+    from fastrnn.bench import jordan, machine
+
+    monkeypatch.setitem(jordan.SHAPES, "tiny", (3, 2, 4, 5, 3))
+    previous = machine.set_numpy_blas_threads(1)
+    try:
+        for mode in ("training", "inference"):
+            result = jordan.measure(f"jordan/tiny/{mode}", 1, quick=True)
+            assert all(v > 0 for v in result["ms"].values())
+            assert ("jordan-tf" if mode == "training" else "jordan-free") in result["ms"]
+            assert all(v < 1e-4 for v in result["check"].values())  # vs torch, when installed
+        assert "jordan-tf" in jordan.text_table([result, jordan.measure("jordan/tiny/training", 1, quick=True)])
+        assert main(["bench", "--rows", "jordan", "--list"]) == 0
+        assert "jordan/medium/training" in capsys.readouterr().out
+    finally:
+        if previous is not None:
+            machine.set_numpy_blas_threads(previous)
