@@ -14,8 +14,10 @@
 // wherever it lands, and the GEMM tiles and bias sums depend only on the shape: results are
 // bit-identical for any thread count.
 
-// Rows x width elementwise passes run threaded only when there is enough work to pay for the fork.
-inline bool worth_threads(int64_t elements, int num_threads) { return num_threads > 1 && elements >= (1 << 15); }
+// Rows x width elementwise passes run threaded only when there is enough work to pay for the fork and
+// join: OpenMP's join waits for every thread, and when another process holds a core that wait is a
+// scheduler time slice (milliseconds), far more than a small pass costs on one thread.
+inline bool worth_threads(int64_t elements, int num_threads) { return num_threads > 1 && elements >= (1 << 18); }
 
 // IN/OUT v (rows, width): v = act(v).
 template <typename T, bool Relu> void activate_rows(T *v, int64_t rows, int64_t width, int num_threads) {
@@ -56,7 +58,7 @@ template <typename T> void fill_bias_rows(T *v, const T *bias, int64_t rows, int
 // the rows in order: the same bits for any thread count.
 template <typename T> void add_column_sums(T *sum, const T *d, int64_t rows, int64_t width, int num_threads) {
     const int64_t block = 64, n_blocks = (width + block - 1) / block;
-#pragma omp parallel for num_threads(num_threads) schedule(static) if (worth_threads(rows * width, num_threads))
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (n_blocks > 1 && worth_threads(rows * width, num_threads))
     for (int64_t cb = 0; cb < n_blocks; ++cb) {
         const int64_t j0 = cb * block, j1 = imin(width, j0 + block);
         T acc[64];

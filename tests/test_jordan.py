@@ -443,3 +443,19 @@ def test_bench_jordan_rows_run_and_check(monkeypatch, capsys):
     finally:
         if previous is not None:
             machine.set_numpy_blas_threads(previous)
+
+
+# ----------------------------------------------------------------------------- the example
+def test_jordan_vs_elman_example_runs_quick(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "jordan_vs_elman.py")
+    done = subprocess.run([sys.executable, example, "--quick", "--plot", str(tmp_path / "plot.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("jordan ", "elman "))]
+    assert len(lines) == 5
+    for line in lines:
+        assert np.isfinite(float(line.split()[-4]))  # the open-loop RMSE column
