@@ -424,6 +424,58 @@ def test_bad_forward_arguments_raise_naming_the_argument(ns):
         layer.backward(np.zeros((5, 2, 3)))
 
 
+# ----------------------------------------------------------------------------- random configurations, junk
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(MODES), T=st.integers(1, 7), B=st.integers(1, 6), I=st.integers(1, 9),
+       H=st.integers(1, 20), O=st.integers(1, 6), nonlinearity=st.sampled_from(["tanh", "relu"]),
+       output=st.sampled_from(["linear", "softmax"]), ragged=st.booleans(), batch_first=st.booleans(),
+       bias=st.booleans(), threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_random_configurations_match_reference(mode, T, B, I, H, O, nonlinearity, output, ragged, batch_first,
+                                               bias, threads, seed):
+    lengths = np.random.default_rng(seed).integers(1, T + 1, size=B) if ragged else None
+    compare_engines(mode, T, B, I, H, O, np.float64, threads, lengths=lengths, seed=seed,
+                    nonlinearity=nonlinearity, output=output, batch_first=batch_first, bias=bias)
+
+
+JUNK_SCRIPT = """
+import numpy as np, fastrnn
+junk = [None, 3, "abc", [1, [2, 3]], object(), np.array(["a"]), np.zeros((2, 2), complex),
+        np.zeros((2, 3, 4), bool), np.zeros((0, 2, 3)), np.zeros((2, 0, 3)), np.zeros((5, 2, 3)),
+        np.zeros((5, 2, 2)), np.full((2, 2, 3), np.nan), np.zeros((2, 2, 3), object), np.zeros(3),
+        np.zeros((1, 1, 1, 3)), -1, 2**40, np.nan, 1.5, np.array([1.5, 2.5]), np.array([-1, 2]),
+        np.array([9, 1]), np.ones((2, 2), bool), np.full((2, 2), 7), np.zeros((2, 2), np.uint8)]
+ok = 0
+for cls in (fastrnn.JordanRNN, fastrnn.reference.JordanRNN):
+    for kw in ({}, {"output": "softmax", "feedback": "sample"}, {"batch_first": True, "bias": False}):
+        layer = cls(3, 4, 2, **kw)
+        x, tg = np.zeros((2, 2, 3)), np.zeros((2, 2, 2))
+        for j in junk:
+            for call in (lambda: layer(j), lambda: layer(x, j), lambda: layer(x, tg, j),
+                         lambda: layer(x, tg, p=j), lambda: layer(x, tg, feed_own=j), lambda: layer(x, y0=j),
+                         lambda: layer(x, None, j), lambda: layer.backward(j), lambda: layer.load_state_dict(j),
+                         lambda: layer.load_state_dict({**layer.state_dict(), "weight_oh": j})):
+                try:
+                    out = call()
+                except (ValueError, TypeError, KeyError, RuntimeError):
+                    pass
+                ok += 1
+print("survived", ok)
+"""
+
+
+def test_junk_through_every_entry_point_never_crashes():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", JUNK_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "survived" in done.stdout
+
+
 # ----------------------------------------------------------------------------- fastrnn bench --rows jordan
 def test_bench_jordan_rows_run_and_check(monkeypatch, capsys):
     from fastrnn.__main__ import main
