@@ -22,6 +22,11 @@ Layering (as for the Elman layers, _layer.py):
         compiled: fastrnn.jordan -> fastrnn._kernels (GIL released) -> csrc/jordan.h (C++, BLAS, OpenMP)
         reference: fastrnn.reference_jordan (NumPy, straight from the equations)
 
+Parameters (torch-style names and init, uniform(+-1/sqrt(hidden_size)) from ``seed``): weight_ih (H, I),
+weight_oh (H, O), bias_h (H,), weight_ho (O, H), bias_o (O,) (no biases with bias=False). ``train()`` /
+``eval()`` exist for symmetry with the other layers; nothing depends on them (there is no dropout, and
+the feeding regime is chosen per call).
+
 Variable lengths: padded inputs and targets are zeroed before the kernels run (whatever they held,
 NaN included), the whole padded batch is computed, outputs past each length are set to zero and
 their gradients are ignored; padded steps come after every valid one, so they never reach a valid
