@@ -173,6 +173,10 @@ def run_from_cli(args, patterns):
     from .._cli_bench import _threads as parse_threads
 
     rows = select(patterns)
+    ignored = [flag for flag, value in (("--markdown", args.markdown), ("--plot", args.plot), ("--memory", args.memory),
+                                        ("--engines", args.engines), ("--from-json", args.from_json)) if value]
+    if ignored:
+        print(f"note: ignored for the jordan rows: {', '.join(ignored)}", file=sys.stderr)
     if args.quick:
         rows = [r for r in rows if "/medium/" in r] or rows
     if args.list:
