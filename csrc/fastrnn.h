@@ -93,6 +93,66 @@ const char *fastrnn_isa(void);
 /* 1 when built with OpenMP. */
 int fastrnn_has_openmp(void);
 
+/* ===================================================================================================
+ * Jordan (output-recurrent) network: one layer, the whole sequence (csrc/jordan.h, issue 9).
+ *
+ *   h_t = act(W_ih x_t + W_oh y_{t-1} + b_h),   o_t = W_ho h_t + b_o,   act = tanh or relu
+ *
+ * y_{t-1} is the fed-back output: y0 at t = 0; for t >= 1 the target (teacher forcing) or the model's
+ * own f(o_{t-1}) (free running), chosen per (t, b) by `own` (scheduled sampling). f is the identity
+ * (linear output) or, for a softmax output, the probabilities ("soft"), a one-hot sample or a one-hot
+ * argmax. Shapes: T steps, B batch rows, I inputs, H hidden units, O outputs; C-contiguous, no aliasing.
+ * Lengths are handled by the caller (padded steps zeroed before, outputs zeroed after): the network is
+ * causal, so padded steps never reach a valid one.
+ * =================================================================================================== */
+enum fastrnn_jordan_output { FASTRNN_JORDAN_LINEAR = 0, FASTRNN_JORDAN_SOFTMAX = 1 };
+enum fastrnn_jordan_feedback { FASTRNN_JORDAN_SOFT = 0, FASTRNN_JORDAN_SAMPLE = 1, FASTRNN_JORDAN_ARGMAX = 2 };
+
+typedef struct {
+    int dtype;              /* enum fastrnn_dtype */
+    int relu;               /* 0: tanh, 1: relu */
+    int output;             /* enum fastrnn_jordan_output */
+    int feedback;           /* enum fastrnn_jordan_feedback (softmax only) */
+    int teacher_forcing;    /* 1: y_prev is IN (every fed value known): parallel over time, no step loop */
+    int64_t steps, batch, input_size, hidden_size, output_size;
+    const void *x;          /* IN (T, B, I) */
+    const void *targets;    /* IN (T, B, O) or NULL (free running); step t >= 1 reads targets[t-1] where !own */
+    const uint8_t *own;     /* IN (T, B) or NULL (= all 1): 1 feeds the model's own output back at step t */
+    const void *uniforms;   /* IN (T, B): uniforms[t, b] draws the sample fed back from o_t ("sample" only) */
+    const void *y0;         /* IN (B, O) */
+    const void *w_ih;       /* IN (H, I) */
+    const void *w_oh;       /* IN (H, O) */
+    const void *b_h;        /* IN (H) or NULL */
+    const void *w_ho;       /* IN (O, H) */
+    const void *b_o;        /* IN (O) or NULL */
+    void *out;              /* OUT (T, B, O): o_t */
+    void *h;                /* OUT (T, B, H): h_t (the tape, or scratch) */
+    void *y_prev;           /* OUT (T, B, O): the value fed at each step (IN when teacher_forcing) */
+    void *probs;            /* OUT (T, B, O): softmax(o_t) when output is softmax and not teacher_forcing, else unused */
+    int num_threads;
+} fastrnn_jordan_forward_args;
+
+typedef struct {
+    int dtype, relu, output;
+    int through_own;        /* 1: BPTT through the fed-back soft outputs where own[t, b]; 0: no step loop */
+    int64_t steps, batch, input_size, hidden_size, output_size;
+    const void *x;          /* IN (T, B, I) */
+    const void *w_ih, *w_oh, *w_ho;  /* IN as in forward */
+    const void *h, *y_prev, *probs;  /* IN forward's tape (probs: softmax and through_own only) */
+    const uint8_t *own;     /* IN (T, B) when through_own */
+    void *d_out;            /* IN (T, B, O) dL/do given; OUT the total dL/do (with the fed-back path) */
+    void *d_pre;            /* OUT (T, B, H): dL/d(pre-activation), scratch for the caller */
+    void *dx;               /* OUT (T, B, I) */
+    void *dy0;              /* OUT (B, O) */
+    void *dw_ih, *dw_oh, *dw_ho;  /* ADDED INTO (H, I), (H, O), (O, H) */
+    void *db_h, *db_o;      /* ADDED INTO (H), (O), or NULL */
+    int num_threads;
+} fastrnn_jordan_backward_args;
+
+int fastrnn_jordan_forward(const fastrnn_jordan_forward_args *args);
+int fastrnn_jordan_backward(const fastrnn_jordan_backward_args *args);
+/* ============================================== end of Jordan ====================================== */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
-"""fastrnn: compiled CPU kernels for Elman RNN, LSTM and GRU, forward and BPTT, behind a NumPy API.
+"""fastrnn: compiled CPU kernels for Elman RNN, LSTM and GRU, forward and BPTT, behind a NumPy API
+(and the output-recurrent Jordan network, fastrnn.JordanRNN).
 
     import fastrnn
     lstm = fastrnn.LSTM(input_size, hidden_size)
@@ -11,9 +12,10 @@ import scipy_openblas32  # noqa: F401  (loads the BLAS the kernels link, before 
 
 from . import reference
 from ._grad_mode import is_grad_enabled, no_grad
+from .jordan import JordanRNN
 from .layers import GRU, LSTM, RNN
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "GRU", "no_grad", "is_grad_enabled", "set_num_threads", "get_num_threads",
+__all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "no_grad", "is_grad_enabled", "set_num_threads", "get_num_threads",
            "reference", "__version__"]

@@ -26,7 +26,8 @@ def add_bench_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="a smaller grid and fewer repeats: under a minute")
     parser.add_argument("--rows", action="append", default=[],
                         help="only rows whose name (cell/size/mode, e.g. lstm/large/training) contains one "
-                             "of these comma-separated glob patterns, e.g. --rows lstm,gru/stream")
+                             "of these comma-separated glob patterns, e.g. --rows lstm,gru/stream; --rows jordan "
+                             "runs the Jordan network group instead (teacher forcing vs Elman BPTT)")
     parser.add_argument("--engines", default=None,
                         help="comma-separated engines to run (default: all of fastrnn,reference,torch,"
                              "torch_cell,onnxruntime,keras that are installed)")
@@ -161,12 +162,15 @@ def run_bench(args):
         _output(meta, rows, args)
         return 0
 
-    from .bench import grid, machine
+    from .bench import grid, jordan, machine
     from .bench.peers import ENGINES
+
+    patterns = [p for arg in args.rows for p in arg.split(",") if p]
+    if jordan.select(patterns):  # issue 9's row group: --rows jordan
+        return jordan.run_from_cli(args, patterns)
     from .bench.runner import Settings, run
 
-    cases = grid.select(grid.quick_grid() if args.quick else grid.full_grid(),
-                        [p for arg in args.rows for p in arg.split(",") if p])
+    cases = grid.select(grid.quick_grid() if args.quick else grid.full_grid(), patterns)
     if args.list:
         print("\n".join(c.name for c in cases))
         return 0

@@ -199,3 +199,121 @@ def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint t
     cdef void *pc = cnp.PyArray_DATA(c)
     with nogil:
         fastrnn_gemm(dtype, trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, _num_threads)
+# =====================================================================================================
+# Jordan (output-recurrent) network (issue 9): csrc/jordan.h through the fastrnn_jordan_* entry points.
+# The caller (fastrnn.jordan) allocates every array, C-contiguous and of the layer's dtype.
+# =====================================================================================================
+from libc.stdint cimport uint8_t
+
+cdef extern from "fastrnn.h" nogil:
+    ctypedef struct fastrnn_jordan_forward_args:
+        int dtype, relu, output, feedback, teacher_forcing
+        int64_t steps, batch, input_size, hidden_size, output_size
+        const void *x
+        const void *targets
+        const uint8_t *own
+        const void *uniforms
+        const void *y0
+        const void *w_ih
+        const void *w_oh
+        const void *b_h
+        const void *w_ho
+        const void *b_o
+        void *out
+        void *h
+        void *y_prev
+        void *probs
+        int num_threads
+    ctypedef struct fastrnn_jordan_backward_args:
+        int dtype, relu, output, through_own
+        int64_t steps, batch, input_size, hidden_size, output_size
+        const void *x
+        const void *w_ih
+        const void *w_oh
+        const void *w_ho
+        const void *h
+        const void *y_prev
+        const void *probs
+        const uint8_t *own
+        void *d_out
+        void *d_pre
+        void *dx
+        void *dy0
+        void *dw_ih
+        void *dw_oh
+        void *dw_ho
+        void *db_h
+        void *db_o
+        int num_threads
+    int fastrnn_jordan_forward(const fastrnn_jordan_forward_args *args)
+    int fastrnn_jordan_backward(const fastrnn_jordan_backward_args *args)
+
+JORDAN_OUTPUTS = {"linear": 0, "softmax": 1}
+JORDAN_FEEDBACKS = {"soft": 0, "sample": 1, "argmax": 2}
+
+
+def jordan_forward(bint relu, str output, str feedback, bint teacher_forcing, cnp.ndarray x, targets, own,
+                   uniforms, y0, w_ih, w_oh, b_h, w_ho, b_o, cnp.ndarray out, cnp.ndarray h, y_prev, probs):
+    """x (T, B, I), out (T, B, O), h (T, B, H), y_prev (T, B, O) (IN under teacher forcing); own uint8."""
+    cdef fastrnn_jordan_forward_args a
+    cdef int status
+    a.dtype = _dtype_code(x)
+    a.relu = relu
+    a.output = JORDAN_OUTPUTS[output]
+    a.feedback = JORDAN_FEEDBACKS[feedback]
+    a.teacher_forcing = teacher_forcing
+    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.hidden_size, a.output_size = h.shape[2], out.shape[2]
+    a.x = _data(x)
+    a.targets = _data(targets)
+    a.own = <const uint8_t *>_data(own)
+    a.uniforms = _data(uniforms)
+    a.y0 = _data(y0)
+    a.w_ih = _data(w_ih)
+    a.w_oh = _data(w_oh)
+    a.b_h = _data(b_h)
+    a.w_ho = _data(w_ho)
+    a.b_o = _data(b_o)
+    a.out = _data(out)
+    a.h = _data(h)
+    a.y_prev = _data(y_prev)
+    a.probs = _data(probs)
+    a.num_threads = _num_threads
+    with nogil:
+        status = fastrnn_jordan_forward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "jordan_forward")
+
+
+def jordan_backward(bint relu, str output, bint through_own, cnp.ndarray x, w_ih, w_oh, w_ho, h, y_prev, probs,
+                    own, cnp.ndarray d_out, cnp.ndarray d_pre, dx, dy0, dw_ih, dw_oh, dw_ho, db_h, db_o):
+    cdef fastrnn_jordan_backward_args a
+    cdef int status
+    a.dtype = _dtype_code(x)
+    a.relu = relu
+    a.output = JORDAN_OUTPUTS[output]
+    a.through_own = through_own
+    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.hidden_size, a.output_size = d_pre.shape[2], d_out.shape[2]
+    a.x = _data(x)
+    a.w_ih = _data(w_ih)
+    a.w_oh = _data(w_oh)
+    a.w_ho = _data(w_ho)
+    a.h = _data(h)
+    a.y_prev = _data(y_prev)
+    a.probs = _data(probs)
+    a.own = <const uint8_t *>_data(own)
+    a.d_out = _data(d_out)
+    a.d_pre = _data(d_pre)
+    a.dx = _data(dx)
+    a.dy0 = _data(dy0)
+    a.dw_ih = _data(dw_ih)
+    a.dw_oh = _data(dw_oh)
+    a.dw_ho = _data(dw_ho)
+    a.db_h = _data(db_h)
+    a.db_o = _data(db_o)
+    a.num_threads = _num_threads
+    with nogil:
+        status = fastrnn_jordan_backward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "jordan_backward")

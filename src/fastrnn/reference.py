@@ -16,7 +16,7 @@ import numpy as np
 
 from ._layer import RecurrentLayer, make_layer_classes
 
-__all__ = ["RNN", "LSTM", "GRU"]
+__all__ = ["RNN", "LSTM", "GRU", "JordanRNN"]
 
 
 def sigmoid(x):
@@ -142,3 +142,5 @@ class _ReferenceLayer(RecurrentLayer):
 
 
 RNN, LSTM, GRU = make_layer_classes(_ReferenceLayer, "fastrnn.reference")
+
+from .reference_jordan import JordanRNN  # noqa: E402  (the output-recurrent network, its own file)
