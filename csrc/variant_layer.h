@@ -106,6 +106,14 @@ void add_column_products(T *out, const T *a, int64_t lda, const T *b, int64_t ld
     }
 }
 
+// IN/OUT m (T*B, width): the rows (t, b) with t >= lengths[b] set to zero (none without lengths).
+template <typename T> void zero_padded_rows(T *m, int64_t width, const int64_t *lengths, int64_t T_steps, int64_t B) {
+    if (!lengths) return;
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = lengths[b]; t < T_steps; ++t)
+            for (int64_t k = 0; k < width; ++k) m[(t * B + b) * width + k] = T(0);
+}
+
 // What forward and backward share: sizes, options, parameters, masks.
 template <typename T> struct VariantCommon {
     typedef vec_t<T> V;
@@ -307,10 +315,7 @@ template <typename T> int variant_forward(const fastrnn_variant_args &a) {
         return FASTRNN_ERR_NOMEM;
     f.scratch_rows = scratch_rows.data;
     for (int64_t k = 0; k < B * H; ++k) rhd_step.data[k] = T(0);
-    if (f.tape_mode && a.lengths)  // padded rows take part in the after-loop GEMMs: zero, never garbage
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t t = a.lengths[b]; t < T_steps; ++t)
-                for (int64_t k = 0; k < f.lay.width; ++k) f.tape[(t * B + b) * f.lay.width + k] = T(0);
+    if (f.tape_mode) zero_padded_rows(f.tape, f.lay.width, a.lengths, T_steps, B);  // they take part in backward's GEMMs
     parallel_gemm(false, true, T_steps * B, GH, I, T(1), (const T *)a.x, I, (const T *)a.w_ih, I, T(0), ax.data, GH, a.num_threads);
     __builtin_memcpy(h.data, a.h0, B * H * sizeof(T));
     if (f.lstm) __builtin_memcpy(c.data, a.c0, B * H * sizeof(T));
@@ -457,13 +462,13 @@ template <typename T> int variant_backward(const fastrnn_variant_args &a) {
         !dh_carry.allocate(B * H) || !dc_carry.allocate(B * H) || !dh_step.allocate(B * H) || !dc_ln.allocate(B * H) ||
         !dah_step.allocate(B * GR) || !dahn_step.allocate(B * H) || !drhd_step.allocate(B * H) || !dhd_step.allocate(B * H))
         return FASTRNN_ERR_NOMEM;
-    // padded rows must read as zero in the after-loop GEMMs (the loop writes only valid rows)
-    for (int64_t q = 0; q < rows * GH; ++q) d_px.data[q] = T(0);
-    for (int64_t q = 0; q < rows * GR; ++q) d_ph.data[q] = T(0);
+    // padded rows must read as zero in the after-loop GEMMs (the loop writes every column of each valid row)
+    zero_padded_rows(d_px.data, GH, a.lengths, T_steps, B);
+    zero_padded_rows(d_ph.data, GR, a.lengths, T_steps, B);
     if (ln) {
-        for (int64_t q = 0; q < rows * GH; ++q) d_ax.data[q] = T(0);
-        for (int64_t q = 0; q < rows * GR; ++q) d_ah.data[q] = T(0);
-        for (int64_t q = 0; q < rows * H; ++q) d_cn.data[q] = T(0);
+        zero_padded_rows(d_ax.data, GH, a.lengths, T_steps, B);
+        zero_padded_rows(d_ah.data, GR, a.lengths, T_steps, B);
+        zero_padded_rows(d_cn.data, H, a.lengths, T_steps, B);
     }
     for (int64_t q = 0; q < B * GR; ++q) dah_step.data[q] = T(0);  // rows not yet started contribute nothing
     for (int64_t q = 0; q < B * H; ++q) dahn_step.data[q] = T(0);
