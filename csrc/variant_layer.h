@@ -14,8 +14,9 @@
 //         h~ = (1 - z) n + z h_{t-1}
 //   zoneout: h_t = k_h h_{t-1} + (1 - k_h) h~, c_t = k_c c_{t-1} + (1 - k_c) c~; k masks (T, B, H) or a constant.
 //
-// Work plan: A_x is one GEMM over all T*B rows before the loop. Each step: one BLAS GEMM for A_h (a second
-// one for the original GRU's (r * h') W_hn^T), then the elementwise part row by row, OpenMP across rows.
+// Work plan: A_x is one GEMM over all T*B rows before the loop. Each step: one product for A_h (a second
+// one for the original GRU's (r * h') W_hn^T) over W_hh packed once per call (RecurrentProduct), then the
+// elementwise part row by row, OpenMP across rows.
 // Backward runs the steps in reverse with the mirror-image GEMMs (dA_h W_rec) and leaves the weight
 // gradients, dx and the vector-parameter gradients to GEMMs and column sums over all T*B rows after the
 // loop. Each output element is computed by the same code in the same order whichever thread owns it:
@@ -113,6 +114,56 @@ template <typename T> void zero_padded_rows(T *m, int64_t width, const int64_t *
         for (int64_t t = lengths[b]; t < T_steps; ++t)
             for (int64_t k = 0; k < width; ++k) m[(t * B + b) * width + k] = T(0);
 }
+
+// The per-step recurrent products, out (M, N) = a (M, K) W, with W packed once per call into the column
+// panels of recurrent_gemm.h (cache-resident, no per-step packing as a BLAS call would do). Items are
+// (block of rows) x (panel) and every output lane sums k in ascending order, whatever the thread:
+// bit-identical for any thread count. Short sequences (T <= 2) call BLAS instead: packing would cost more.
+constexpr int kVariantRows = 6, kVariantVectors = 4;
+
+template <typename T> struct RecurrentProduct {
+    Buffer<T> panels;
+    const T *w = nullptr;  // the unpacked weight, for the BLAS path
+    bool transposed = false, packed = false;
+    int64_t K = 0, N = 0, n_panels = 0;
+
+    // W = w^T with w (N, K) (forward: W_hh^T), or W = w with w (K, N) (backward: W_hh).
+    bool prepare(const T *w_, int64_t K_, int64_t N_, bool transposed_, bool pack) {
+        w = w_; K = K_; N = N_; transposed = transposed_; packed = pack;
+        if (!pack) return true;
+        n_panels = column_panel_count<T, kVariantVectors>(N);
+        if (!panels.allocate(n_panels * column_panel_size<T, kVariantVectors>(K))) return false;
+        if (transposed) pack_row_panels<T, kVariantVectors>(panels.data, w, 1, N, K);
+        else pack_column_panels<T, kVariantVectors>(panels.data, w, K, N);
+        return true;
+    }
+
+    void operator()(T *out, int64_t ldo, const T *a, int64_t lda, int64_t M, int nt) const {
+        if (!packed) {
+            parallel_gemm(false, transposed, M, N, K, T(1), a, lda, w, transposed ? K : N, T(0), out, ldo, nt);
+            return;
+        }
+        const int L = Simd<T>::lanes, R = kVariantRows, NV = kVariantVectors;
+        const int64_t n_blocks = (M + R - 1) / R, items = n_blocks * n_panels;
+        const bool threaded = nt > 1 && items > 1 && 2.0 * (double)M * (double)N * (double)K >= 4e5;
+#pragma omp parallel for num_threads(nt) schedule(static) if (threaded)
+        for (int64_t i = 0; i < items; ++i) {
+            const int64_t q = i / n_blocks, r0 = (i % n_blocks) * R;
+            dispatch_rows<kVariantRows>(imin(R, M - r0), [&](auto rows_c) {
+                constexpr int RR = decltype(rows_c)::value;
+                const T *rows[RR];
+                for (int r = 0; r < RR; ++r) rows[r] = a + (r0 + r) * lda;
+                vec_t<T> acc[RR][kVariantVectors];
+                panel_product<T, RR, kVariantVectors>(rows, K, panels.data + q * column_panel_size<T, kVariantVectors>(K), acc);
+                for (int u = 0; u < NV; ++u) {
+                    const int64_t j = (q * NV + u) * L;
+                    if (j >= N) break;
+                    for (int r = 0; r < RR; ++r) store_n(out + (r0 + r) * ldo + j, acc[r][u], (int)imin(L, N - j));
+                }
+            });
+        }
+    }
+};
 
 // What forward and backward share: sizes, options, parameters, masks.
 template <typename T> struct VariantCommon {
@@ -291,14 +342,15 @@ template <typename T> struct VariantForward : VariantCommon<T> {
             if (s < this->length(b)) f(this->time_of(s, b), b);
     }
 
-    void run(const T *w_hh) {
+    // rec: h' W_rec^T; rec_n: (r * h') W_hn^T (original GRU)
+    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
         for (int64_t s = 0; s < this->T_steps; ++s) {
             for (int64_t k = 0; k < B * H; ++k) hd_step[k] = this->rd ? h[k] * this->rd[k] : h[k];
-            parallel_gemm(false, true, B, GR, H, T(1), hd_step, H, w_hh, H, T(0), ah_step, GR, this->nt);
+            rec(ah_step, GR, hd_step, H, B, this->nt);
             for_active_rows(s, [&](int64_t t, int64_t b) { phase_a(t, b); });
             if (this->reset_before) {
-                parallel_gemm(false, true, B, H, H, T(1), rhd_step, H, w_hh + 2 * H * H, H, T(0), ahn_step, H, this->nt);
+                rec_n(ahn_step, H, rhd_step, H, B, this->nt);
                 for_active_rows(s, [&](int64_t t, int64_t b) { phase_b(t, b); });
             }
         }
@@ -321,7 +373,12 @@ template <typename T> int variant_forward(const fastrnn_variant_args &a) {
     if (f.lstm) __builtin_memcpy(c.data, a.c0, B * H * sizeof(T));
     f.ax = ax.data; f.h = h.data; f.c = c.data; f.hd_step = hd_step.data; f.ah_step = ah_step.data;
     f.rhd_step = rhd_step.data; f.ahn_step = ahn_step.data; f.y = (T *)a.y; f.ldy = a.ldy;
-    f.run((const T *)a.w_hh);
+    const T *w_hh = (const T *)a.w_hh;
+    const bool pack = T_steps > 2;
+    RecurrentProduct<T> rec, rec_n;
+    if (!rec.prepare(w_hh, H, GR, true, pack) || (f.reset_before && !rec_n.prepare(w_hh + 2 * H * H, H, H, true, pack)))
+        return FASTRNN_ERR_NOMEM;
+    f.run(rec, rec_n);
     __builtin_memcpy(a.hn, h.data, B * H * sizeof(T));
     if (f.lstm) __builtin_memcpy(a.cn, c.data, B * H * sizeof(T));
     T *y = (T *)a.y;
@@ -341,6 +398,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
     // (the same arrays as d_px/d_ph without layer_norm); d_cn w.r.t. LN_c's output (LSTM with layer_norm)
     T *d_px, *d_ph, *d_ax, *d_ah, *d_cn;
     T *dh_carry, *dc_carry, *dh_step, *dc_ln, *dah_step, *dahn_step, *drhd_step, *dhd_step;  // (B, .) each
+    bool contiguous_steps;  // no lengths: every row of a step has the same time index
 
     void phase_1(int64_t t, int64_t b) const {
         const int L = Simd<T>::lanes;
@@ -379,7 +437,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
                 store_n(dc_carry + b * H + j, dcp, nl);
                 store_n(dh_carry + b * H + j, dhv * kh, nl);
             }
-            __builtin_memcpy(ph, px, GH * sizeof(T));
+            // (the LSTM's recurrent-side gradient is the same array: d_ph == d_px)
         } else {
             for (int64_t j = 0; j < H; j += L) {
                 const int nl = (int)imin(L, H - j);
@@ -403,7 +461,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
             normalize_row_backward(px, this->ln_w, row + lay.xhat, row[lay.rstd], GH, d_ax + r_ * GH);
             normalize_row_backward(ph, this->ln_w + GH, row + lay.hhat, row[lay.rstd + 1], GR, d_ah + r_ * GR);
         }
-        __builtin_memcpy(dah_step + b * GR, d_ah + r_ * GR, GR * sizeof(T));
+        if (!contiguous_steps) __builtin_memcpy(dah_step + b * GR, d_ah + r_ * GR, GR * sizeof(T));
     }
 
     // The original GRU, after drhd_step = dA_hn W_hn: r's gradient and the path through r * h'.
@@ -422,7 +480,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
             if (this->rd) d_hd *= load_n(this->rd + b * H + j, nl);
             store_n(dh_carry + b * H + j, load_n(dh_carry + b * H + j, nl) + d_hd, nl);
         }
-        __builtin_memcpy(dah_step + b * GR, ph, GR * sizeof(T));
+        if (!contiguous_steps) __builtin_memcpy(dah_step + b * GR, ph, GR * sizeof(T));
     }
 
     template <class F> void for_active_rows(int64_t s, F &&f) const {
@@ -433,15 +491,18 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
             if (s < this->length(b)) f(this->time_of(s, b), b);
     }
 
-    void run() {
+    // rec: dA_h W_rec; rec_n: dA_hn W_hn (original GRU)
+    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
         for (int64_t s = this->T_steps - 1; s >= 0; --s) {
             for_active_rows(s, [&](int64_t t, int64_t b) { phase_1(t, b); });
             if (this->reset_before) {
-                parallel_gemm(false, false, B, H, H, T(1), dahn_step, H, w_hh + 2 * H * H, H, T(0), drhd_step, H, this->nt);
+                rec_n(drhd_step, H, dahn_step, H, B, this->nt);
                 for_active_rows(s, [&](int64_t t, int64_t b) { phase_1b(t, b); });
             }
-            parallel_gemm(false, false, B, H, GR, T(1), dah_step, GR, w_hh, H, T(0), dhd_step, H, this->nt);
+            // without lengths, step s's rows of d_ah are the B consecutive rows of one time: read them in place
+            const T *dah = contiguous_steps ? d_ah + this->time_of(s, 0) * B * GR : dah_step;
+            rec(dhd_step, H, dah, GR, B, this->nt);
             for_active_rows(s, [&](int64_t, int64_t b) {
                 for (int64_t j = 0; j < H; ++j)
                     dh_carry[b * H + j] += this->rd ? dhd_step[b * H + j] * this->rd[b * H + j] : dhd_step[b * H + j];
@@ -457,14 +518,14 @@ template <typename T> int variant_backward(const fastrnn_variant_args &a) {
     const int nt = a.num_threads;
     Buffer<T> d_px, d_ph, d_ax, d_ah, d_cn, dh_carry, dc_carry, dh_step, dc_ln, dah_step, dahn_step, drhd_step, dhd_step;
     const bool ln = k.layer_norm;
-    if (!k.allocate_biases(a) || !d_px.allocate(rows * GH) || !d_ph.allocate(rows * GR) ||
+    if (!k.allocate_biases(a) || !d_px.allocate(rows * GH) || (!k.lstm && !d_ph.allocate(rows * GR)) ||
         (ln && (!d_ax.allocate(rows * GH) || !d_ah.allocate(rows * GR) || !d_cn.allocate(rows * H))) ||
         !dh_carry.allocate(B * H) || !dc_carry.allocate(B * H) || !dh_step.allocate(B * H) || !dc_ln.allocate(B * H) ||
         !dah_step.allocate(B * GR) || !dahn_step.allocate(B * H) || !drhd_step.allocate(B * H) || !dhd_step.allocate(B * H))
         return FASTRNN_ERR_NOMEM;
     // padded rows must read as zero in the after-loop GEMMs (the loop writes every column of each valid row)
     zero_padded_rows(d_px.data, GH, a.lengths, T_steps, B);
-    zero_padded_rows(d_ph.data, GR, a.lengths, T_steps, B);
+    if (!k.lstm) zero_padded_rows(d_ph.data, GR, a.lengths, T_steps, B);
     if (ln) {
         zero_padded_rows(d_ax.data, GH, a.lengths, T_steps, B);
         zero_padded_rows(d_ah.data, GR, a.lengths, T_steps, B);
@@ -475,11 +536,17 @@ template <typename T> int variant_backward(const fastrnn_variant_args &a) {
     __builtin_memcpy(dh_carry.data, a.dhn, B * H * sizeof(T));
     if (k.lstm) __builtin_memcpy(dc_carry.data, a.dcn, B * H * sizeof(T));
     k.dy = (const T *)a.dy; k.ldy = a.ldy; k.w_hh = (const T *)a.w_hh;
-    k.d_px = d_px.data; k.d_ph = d_ph.data; k.d_ax = ln ? d_ax.data : d_px.data; k.d_ah = ln ? d_ah.data : d_ph.data;
+    k.d_px = d_px.data; k.d_ph = k.lstm ? d_px.data : d_ph.data;  // LSTM: dP_h = dP_x (both are dP)
+    k.d_ax = ln ? d_ax.data : k.d_px; k.d_ah = ln ? d_ah.data : k.d_ph;
+    k.contiguous_steps = a.lengths == nullptr;
     k.d_cn = d_cn.data; k.dh_carry = dh_carry.data; k.dc_carry = dc_carry.data; k.dh_step = dh_step.data;
     k.dc_ln = dc_ln.data; k.dah_step = dah_step.data; k.dahn_step = dahn_step.data; k.drhd_step = drhd_step.data;
     k.dhd_step = dhd_step.data;
-    k.run();
+    const bool pack = T_steps > 2;
+    RecurrentProduct<T> rec, rec_n;
+    if (!rec.prepare(k.w_hh, GR, H, false, pack) || (k.reset_before && !rec_n.prepare(k.w_hh + 2 * H * H, H, H, false, pack)))
+        return FASTRNN_ERR_NOMEM;
+    k.run(rec, rec_n);
     __builtin_memcpy(a.dh0, dh_carry.data, B * H * sizeof(T));
     if (k.lstm) __builtin_memcpy(a.dc0, dc_carry.data, B * H * sizeof(T));
 
@@ -494,15 +561,15 @@ template <typename T> int variant_backward(const fastrnn_variant_args &a) {
                       (T *)a.dw_hh + 2 * H * H, H, nt);
     if (a.db_ih) add_column_products((T *)a.db_ih, d_px.data, GH, (const T *)nullptr, 0, rows, GH, nt);
     if (a.db_hh) {
-        add_column_products((T *)a.db_hh, d_ph.data, GR, (const T *)nullptr, 0, rows, GR, nt);
+        add_column_products((T *)a.db_hh, k.d_ph, GR, (const T *)nullptr, 0, rows, GR, nt);
         if (k.reset_before) add_column_products((T *)a.db_hh + 2 * H, d_px.data + 2 * H, GH, (const T *)nullptr, 0, rows, H, nt);
     }
     if (ln) {
         T *dg = (T *)a.dln_gates_weight, *dbeta = (T *)a.dln_gates_bias;
         add_column_products(dg, d_px.data, GH, tape + lay.xhat, W, rows, GH, nt);
         add_column_products(dbeta, d_px.data, GH, (const T *)nullptr, 0, rows, GH, nt);
-        add_column_products(dg + GH, d_ph.data, GR, tape + lay.hhat, W, rows, GR, nt);
-        add_column_products(dbeta + GH, d_ph.data, GR, (const T *)nullptr, 0, rows, GR, nt);
+        add_column_products(dg + GH, k.d_ph, GR, tape + lay.hhat, W, rows, GR, nt);
+        add_column_products(dbeta + GH, k.d_ph, GR, (const T *)nullptr, 0, rows, GR, nt);
         if (k.lstm) {
             add_column_products((T *)a.dln_cell_weight, d_cn.data, H, tape + lay.chat, W, rows, H, nt);
             add_column_products((T *)a.dln_cell_bias, d_cn.data, H, (const T *)nullptr, 0, rows, H, nt);

@@ -320,3 +320,13 @@ def test_nan_and_large_inputs_do_not_crash(mode, name):
     y, _ = layer(x)
     layer.backward(np.ones_like(y))
     assert np.isnan(y[1:, 0]).any() and np.all(np.isfinite(y[:, 1]))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+@pytest.mark.parametrize("mode,name", CASES)
+def test_short_sequences_match_reference(mode, name, steps):
+    # T <= 2 takes the per-step BLAS products, longer sequences the packed ones
+    for config in ("basic_eval", "two_layers_bidir_lengths_train"):
+        a = _run(fastrnn, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
+        b = _run(reference, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
+        assert_all_close(a, b, rtol=1e-9, atol=1e-9, context=f"T={steps} {config}")
