@@ -16,7 +16,8 @@
 //
 // Work plan: A_x is one GEMM over all T*B rows before the loop. Each step: one product for A_h (a second
 // one for the original GRU's (r * h') W_hn^T) over W_hh packed once per call (RecurrentProduct), then the
-// elementwise part row by row, OpenMP across rows.
+// elementwise part row by row; one OpenMP region for the whole loop, each thread owning a range of rows
+// and a range of the product's items, steps separated by StepBarrier (loop_support.h).
 // Backward runs the steps in reverse with the mirror-image GEMMs (dA_h W_rec) and leaves the weight
 // gradients, dx and the vector-parameter gradients to GEMMs and column sums over all T*B rows after the
 // loop. Each output element is computed by the same code in the same order whichever thread owns it:
@@ -138,16 +139,18 @@ template <typename T> struct RecurrentProduct {
         return true;
     }
 
-    void operator()(T *out, int64_t ldo, const T *a, int64_t lda, int64_t M, int nt) const {
+    // This thread's share (tid of nth) of the items; the caller puts a barrier after it. Unpacked, the
+    // whole product is one BLAS call on thread 0 (the loop then runs on one thread: see loop_threads_for).
+    void items(T *out, int64_t ldo, const T *a, int64_t lda, int64_t M, int tid, int nth) const {
         if (!packed) {
-            parallel_gemm(false, transposed, M, N, K, T(1), a, lda, w, transposed ? K : N, T(0), out, ldo, nt);
+            if (tid == 0) gemm(false, transposed, M, N, K, T(1), a, lda, w, transposed ? K : N, T(0), out, ldo);
             return;
         }
         const int L = Simd<T>::lanes, R = kVariantRows, NV = kVariantVectors;
-        const int64_t n_blocks = (M + R - 1) / R, items = n_blocks * n_panels;
-        const bool threaded = nt > 1 && items > 1 && 2.0 * (double)M * (double)N * (double)K >= 4e5;
-#pragma omp parallel for num_threads(nt) schedule(static) if (threaded)
-        for (int64_t i = 0; i < items; ++i) {
+        const int64_t n_blocks = (M + R - 1) / R;
+        int64_t begin, end;
+        thread_range(n_blocks * n_panels, tid, nth, begin, end);  // panel-major: a thread keeps its slice of W
+        for (int64_t i = begin; i < end; ++i) {
             const int64_t q = i / n_blocks, r0 = (i % n_blocks) * R;
             dispatch_rows<kVariantRows>(imin(R, M - r0), [&](auto rows_c) {
                 constexpr int RR = decltype(rows_c)::value;
@@ -334,28 +337,49 @@ template <typename T> struct VariantForward : VariantCommon<T> {
         store_n(y + (t * this->B + b) * ldy + j, h_new, nl);
     }
 
-    template <class F> void for_active_rows(int64_t s, F &&f) const {
-        const int64_t B = this->B;
-        const bool threaded = this->nt > 1 && B > 1 && B * this->GH >= 4096;
-#pragma omp parallel for num_threads(this->nt) schedule(static) if (threaded)
-        for (int64_t b = 0; b < B; ++b)
-            if (s < this->length(b)) f(this->time_of(s, b), b);
+    void set_hd(int64_t b) const {  // h' of row b for the next product
+        const int64_t H = this->H;
+        for (int64_t j = 0; j < H; ++j) hd_step[b * H + j] = this->rd ? h[b * H + j] * this->rd[b * H + j] : h[b * H + j];
     }
 
-    // rec: h' W_rec^T; rec_n: (r * h') W_hn^T (original GRU)
-    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n) {
+    // rec: h' W_rec^T; rec_n: (r * h') W_hn^T (original GRU). One parallel region for the whole sequence,
+    // steps separated by StepBarrier (loop_support.h); each thread owns a fixed range of rows.
+    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n, int num_threads) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
-        for (int64_t s = 0; s < this->T_steps; ++s) {
-            for (int64_t k = 0; k < B * H; ++k) hd_step[k] = this->rd ? h[k] * this->rd[k] : h[k];
-            rec(ah_step, GR, hd_step, H, B, this->nt);
-            for_active_rows(s, [&](int64_t t, int64_t b) { phase_a(t, b); });
-            if (this->reset_before) {
-                rec_n(ahn_step, H, rhd_step, H, B, this->nt);
-                for_active_rows(s, [&](int64_t t, int64_t b) { phase_b(t, b); });
+        for (int64_t b = 0; b < B; ++b) set_hd(b);
+        StepBarrier barrier;
+#pragma omp parallel num_threads(num_threads)
+        {
+            int tid, nth;
+            current_thread(tid, nth);
+#pragma omp single
+            barrier.count = nth;  // (the single's implied barrier publishes it)
+            int64_t b0, b1;
+            thread_range(B, tid, nth, b0, b1);
+            for (int64_t s = 0; s < this->T_steps; ++s) {
+                rec.items(ah_step, GR, hd_step, H, B, tid, nth);
+                barrier.wait();
+                for (int64_t b = b0; b < b1; ++b)
+                    if (s < this->length(b)) phase_a(this->time_of(s, b), b);
+                if (this->reset_before) {
+                    barrier.wait();
+                    rec_n.items(ahn_step, H, rhd_step, H, B, tid, nth);
+                    barrier.wait();
+                    for (int64_t b = b0; b < b1; ++b)
+                        if (s < this->length(b)) phase_b(this->time_of(s, b), b);
+                }
+                for (int64_t b = b0; b < b1; ++b) set_hd(b);
+                barrier.wait();
             }
         }
     }
 };
+
+// Threads for a time loop: one when the products are BLAS calls (short sequences) or a step is too
+// small to share (loop_threads); results do not depend on it.
+inline int variant_loop_threads(int requested, bool packed, int64_t batch, int64_t gate_cols, int64_t hidden) {
+    return packed ? loop_threads(requested, batch, gate_cols, hidden) : 1;
+}
 
 template <typename T> int variant_forward(const fastrnn_variant_args &a) {
     VariantForward<T> f(a);
@@ -378,7 +402,7 @@ template <typename T> int variant_forward(const fastrnn_variant_args &a) {
     RecurrentProduct<T> rec, rec_n;
     if (!rec.prepare(w_hh, H, GR, true, pack) || (f.reset_before && !rec_n.prepare(w_hh + 2 * H * H, H, H, true, pack)))
         return FASTRNN_ERR_NOMEM;
-    f.run(rec, rec_n);
+    f.run(rec, rec_n, variant_loop_threads(a.num_threads, pack, B, GR, H));
     __builtin_memcpy(a.hn, h.data, B * H * sizeof(T));
     if (f.lstm) __builtin_memcpy(a.cn, c.data, B * H * sizeof(T));
     T *y = (T *)a.y;
@@ -483,30 +507,39 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
         if (!contiguous_steps) __builtin_memcpy(dah_step + b * GR, ph, GR * sizeof(T));
     }
 
-    template <class F> void for_active_rows(int64_t s, F &&f) const {
-        const int64_t B = this->B;
-        const bool threaded = this->nt > 1 && B > 1 && B * this->GH >= 4096;
-#pragma omp parallel for num_threads(this->nt) schedule(static) if (threaded)
-        for (int64_t b = 0; b < B; ++b)
-            if (s < this->length(b)) f(this->time_of(s, b), b);
-    }
-
-    // rec: dA_h W_rec; rec_n: dA_hn W_hn (original GRU)
-    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n) {
+    // rec: dA_h W_rec; rec_n: dA_hn W_hn (original GRU). One parallel region, as forward's run.
+    void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n, int num_threads) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
-        for (int64_t s = this->T_steps - 1; s >= 0; --s) {
-            for_active_rows(s, [&](int64_t t, int64_t b) { phase_1(t, b); });
-            if (this->reset_before) {
-                rec_n(drhd_step, H, dahn_step, H, B, this->nt);
-                for_active_rows(s, [&](int64_t t, int64_t b) { phase_1b(t, b); });
+        StepBarrier barrier;
+#pragma omp parallel num_threads(num_threads)
+        {
+            int tid, nth;
+            current_thread(tid, nth);
+#pragma omp single
+            barrier.count = nth;
+            int64_t b0, b1;
+            thread_range(B, tid, nth, b0, b1);
+            for (int64_t s = this->T_steps - 1; s >= 0; --s) {
+                for (int64_t b = b0; b < b1; ++b)
+                    if (s < this->length(b)) phase_1(this->time_of(s, b), b);
+                barrier.wait();
+                if (this->reset_before) {
+                    rec_n.items(drhd_step, H, dahn_step, H, B, tid, nth);
+                    barrier.wait();
+                    for (int64_t b = b0; b < b1; ++b)
+                        if (s < this->length(b)) phase_1b(this->time_of(s, b), b);
+                    barrier.wait();
+                }
+                // without lengths, step s's rows of d_ah are the B consecutive rows of one time: read them in place
+                const T *dah = contiguous_steps ? d_ah + this->time_of(s, 0) * B * GR : dah_step;
+                rec.items(dhd_step, H, dah, GR, B, tid, nth);
+                barrier.wait();
+                for (int64_t b = b0; b < b1; ++b) {  // the same rows as this thread's phase_1: no barrier before it
+                    if (s >= this->length(b)) continue;
+                    for (int64_t j = 0; j < H; ++j)
+                        dh_carry[b * H + j] += this->rd ? dhd_step[b * H + j] * this->rd[b * H + j] : dhd_step[b * H + j];
+                }
             }
-            // without lengths, step s's rows of d_ah are the B consecutive rows of one time: read them in place
-            const T *dah = contiguous_steps ? d_ah + this->time_of(s, 0) * B * GR : dah_step;
-            rec(dhd_step, H, dah, GR, B, this->nt);
-            for_active_rows(s, [&](int64_t, int64_t b) {
-                for (int64_t j = 0; j < H; ++j)
-                    dh_carry[b * H + j] += this->rd ? dhd_step[b * H + j] * this->rd[b * H + j] : dhd_step[b * H + j];
-            });
         }
     }
 };
@@ -546,7 +579,7 @@ template <typename T> int variant_backward(const fastrnn_variant_args &a) {
     RecurrentProduct<T> rec, rec_n;
     if (!rec.prepare(k.w_hh, GR, H, false, pack) || (k.reset_before && !rec_n.prepare(k.w_hh + 2 * H * H, H, H, false, pack)))
         return FASTRNN_ERR_NOMEM;
-    k.run(rec, rec_n);
+    k.run(rec, rec_n, variant_loop_threads(nt, pack, B, GR, H));
     __builtin_memcpy(a.dh0, dh_carry.data, B * H * sizeof(T));
     if (k.lstm) __builtin_memcpy(a.dc0, dc_carry.data, B * H * sizeof(T));
 
