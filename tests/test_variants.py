@@ -3,8 +3,8 @@ reset_after=False.
 
 - the NumPy reference against central finite differences in float64 (every parameter, the new ones
   included, x and the initial state), in train mode with the masks held fixed, and in eval mode;
-- the compiled kernels against the reference for every variant x dtype x threads {1, 2} x (one layer;
-  two layers, bidirectional, lengths, train mode; batch_first without bias);
+- the compiled kernels against the reference for every variant x dtype x threads {1, 2} x (one layer, eval;
+  two layers, bidirectional, lengths, inter-layer dropout, train mode; batch_first without bias);
 - option checks, parameter names and init, eval determinism, train-mode reproducibility from the seed,
   and what each variant reduces to (recurrent dropout in eval mode, zero peepholes are the plain LSTM).
 """
@@ -49,14 +49,16 @@ def build(ns, mode, name, input_size, hidden_size, perturb_rng=None, **kwargs):
 
 
 class FixedMasks:
-    """Replays the layer's mask generator from one state, so every forward draws the same masks."""
+    """Replays the layer's mask generators (variants and inter-layer dropout) from one state, so every
+    forward draws the same masks."""
 
     def __init__(self, layer):
         self.layer = layer
-        self.state = copy.deepcopy(layer._variant_rng.bit_generator.state)
+        self.states = [copy.deepcopy(g.bit_generator.state) for g in (layer._variant_rng, layer._dropout_rng)]
 
     def __call__(self):
-        self.layer._variant_rng.bit_generator.state = copy.deepcopy(self.state)
+        for g, state in zip((self.layer._variant_rng, self.layer._dropout_rng), self.states):
+            g.bit_generator.state = copy.deepcopy(state)
 
 
 # ----------------------------------------------------------------------------- reference gradcheck
@@ -64,7 +66,8 @@ EPS, RTOL, ATOL = 1e-6, 1e-5, 1e-7
 GRADCHECK_CONFIGS = {
     "basic_train": dict(train=True),
     "eval": dict(train=False),
-    "two_layers_bidir_lengths_train": dict(train=True, num_layers=2, bidirectional=True, lengths=True),
+    "two_layers_bidir_lengths_dropout_train": dict(train=True, num_layers=2, bidirectional=True, lengths=True,
+                                                   dropout=0.3),
 }
 
 
@@ -118,7 +121,7 @@ def test_reference_gradcheck(mode, name, config):
 # ----------------------------------------------------------------------------- compiled vs reference
 COMPARE_CONFIGS = {
     "basic_eval": dict(train=False),
-    "two_layers_bidir_lengths_train": dict(train=True, num_layers=2, bidirectional=True, lengths=True),
+    "two_layers_bidir_lengths_dropout_train": dict(train=True, num_layers=2, bidirectional=True, lengths=True, dropout=0.3),
     "batch_first_no_bias_train": dict(train=True, batch_first=True, bias=False),
 }
 TOL = {np.float32: 3e-4, np.float64: 1e-9}
@@ -150,7 +153,7 @@ def test_compiled_matches_reference(mode, name, dtype, config, threads):
 @pytest.mark.parametrize("mode,name", CASES)
 def test_compiled_bit_identical_across_threads(mode, name):
     # big enough that the per-step GEMMs are tiled and the rows are shared among threads
-    runs = [_run(fastrnn, mode, name, np.float32, "two_layers_bidir_lengths_train", n, T=5, B=24, IN=16, H=70)
+    runs = [_run(fastrnn, mode, name, np.float32, "two_layers_bidir_lengths_dropout_train", n, T=5, B=24, IN=16, H=70)
             for n in (1, 2, 3)]
     assert_all_equal(runs[1], runs[0])
     assert_all_equal(runs[2], runs[0])
@@ -159,8 +162,8 @@ def test_compiled_bit_identical_across_threads(mode, name):
 @pytest.mark.parametrize("mode,name", CASES)
 def test_larger_shapes_match_reference(mode, name):
     # several SIMD vectors per row, odd sizes: tails of every vector loop
-    a = _run(fastrnn, mode, name, np.float64, "two_layers_bidir_lengths_train", 2, T=6, B=9, IN=13, H=37)
-    b = _run(reference, mode, name, np.float64, "two_layers_bidir_lengths_train", 2, T=6, B=9, IN=13, H=37)
+    a = _run(fastrnn, mode, name, np.float64, "two_layers_bidir_lengths_dropout_train", 2, T=6, B=9, IN=13, H=37)
+    b = _run(reference, mode, name, np.float64, "two_layers_bidir_lengths_dropout_train", 2, T=6, B=9, IN=13, H=37)
     assert_all_close(a, b, rtol=1e-9, atol=1e-9)
 
 
@@ -326,7 +329,7 @@ def test_nan_and_large_inputs_do_not_crash(mode, name):
 @pytest.mark.parametrize("mode,name", CASES)
 def test_short_sequences_match_reference(mode, name, steps):
     # T <= 2 takes the per-step BLAS products, longer sequences the packed ones
-    for config in ("basic_eval", "two_layers_bidir_lengths_train"):
+    for config in ("basic_eval", "two_layers_bidir_lengths_dropout_train"):
         a = _run(fastrnn, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
         b = _run(reference, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
         assert_all_close(a, b, rtol=1e-9, atol=1e-9, context=f"T={steps} {config}")
