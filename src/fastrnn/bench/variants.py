@@ -224,6 +224,7 @@ def run_variants(args):
     import json
 
     from .._cli_bench import _threads
+    from . import machine
 
     names = row_names([p for arg in args.rows for p in arg.split(",") if p])
     if args.list:
@@ -241,12 +242,17 @@ def run_variants(args):
           f"{'vs loop':>8s} {'vs torch.nn':>11s} {'check':>9s}")
     for threads in _threads(args.threads):
         for name in names:
+            if args.wait_idle:
+                machine.wait_for_quiet(args.wait_idle)
+            other = machine.OtherLoad().start()
             r = measure(name, threads, budget)
+            r["other_load_cores"] = other.stop()
             rows.append(r)
             ms = r["ms"]
+            busy = f"  (other processes: {r['other_load_cores']:.1f} cores)" if (r["other_load_cores"] or 0) > 0.3 else ""
             print(f"{name:26s} {threads:3d} {ms['fastrnn']:9.1f} {ms['torch_loop']:11.1f} {ms['torch_plain']:9.1f} "
                   f"{r['speedup_vs_torch_loop']:7.1f}x {r['speedup_vs_torch_plain']:10.2f}x "
-                  f"{r['max_abs_diff_vs_torch_loop']:9.1e}", flush=True)
+                  f"{r['max_abs_diff_vs_torch_loop']:9.1e}{busy}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"variants": rows}, f, indent=1)
