@@ -140,7 +140,7 @@ template <typename T> struct RecurrentProduct {
     }
 
     // This thread's share (tid of nth) of the items; the caller puts a barrier after it. Unpacked, the
-    // whole product is one BLAS call on thread 0 (the loop then runs on one thread: see loop_threads_for).
+    // whole product is one BLAS call on thread 0 (the loop then runs on one thread: variant_loop_threads).
     void items(T *out, int64_t ldo, const T *a, int64_t lda, int64_t M, int tid, int nth) const {
         if (!packed) {
             if (tid == 0) gemm(false, transposed, M, N, K, T(1), a, lda, w, transposed ? K : N, T(0), out, ldo);
