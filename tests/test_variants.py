@@ -333,3 +333,47 @@ def test_short_sequences_match_reference(mode, name, steps):
         a = _run(fastrnn, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
         b = _run(reference, mode, name, np.float64, config, 2, T=steps, B=4, IN=3, H=10)
         assert_all_close(a, b, rtol=1e-9, atol=1e-9, context=f"T={steps} {config}")
+
+
+# ----------------------------------------------------------------------------- random configurations
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # hypothesis is a test extra
+    given = None
+
+if given is None:
+    @pytest.mark.skip(reason="hypothesis is not installed")
+    def test_random_variant_configurations():
+        pass
+else:
+    @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(lstm=st.booleans(), layer_norm=st.booleans(), peephole=st.booleans(), reset_after=st.booleans(),
+           recurrent_dropout=st.sampled_from([0.0, 0.3]), zoneout=st.sampled_from([0.0, 0.4]),
+           train=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]), threads=st.sampled_from([1, 2, 3]),
+           T=st.integers(1, 9), B=st.integers(1, 8), IN=st.integers(1, 12), H=st.integers(1, 40),
+           num_layers=st.integers(1, 2), bidirectional=st.booleans(), batch_first=st.booleans(), bias=st.booleans(),
+           use_lengths=st.booleans(), hx_none=st.booleans(), seed=st.integers(0, 2**16))
+    def test_random_variant_configurations(lstm, layer_norm, peephole, reset_after, recurrent_dropout, zoneout,
+                                           train, dtype, threads, T, B, IN, H, num_layers, bidirectional,
+                                           batch_first, bias, use_lengths, hx_none, seed):
+        """Random combinations of variant options, shapes and layer options: compiled == reference."""
+        options = dict(layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+        if lstm:
+            options["peephole"] = peephole
+        else:
+            options["reset_after"] = reset_after or layer_norm  # the one combination that is refused
+        results = []
+        for ns in (fastrnn, reference):
+            cls = ns.LSTM if lstm else ns.GRU
+            layer = cls(IN, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                        bias=bias, dtype=dtype, seed=seed, dropout=0.2 if num_layers > 1 else 0.0, **options)
+            layer.train(train)
+            data = np.random.default_rng(seed + 1)
+            x = random_x(data, layer, T, B)
+            hx = None if hx_none else random_hx(data, layer, B)
+            lengths = make_lengths(data, B, T) if use_lengths else None
+            dy, dhn = loss_grads(data, layer, T, B)
+            with num_threads(threads):
+                results.append(forward_backward(layer, x, hx, lengths, dy, dhn))
+        assert_all_close(results[0], results[1], rtol=TOL[dtype], atol=TOL[dtype], context=str(options))
