@@ -19,7 +19,7 @@ from ._grad_mode import is_grad_enabled
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _DTYPES = (np.float32, np.float64)
 
-# Recurrent variants beyond torch.nn (issue 8): short name -> (key prefix, shape from (G*H, H)).
+# Recurrent variants beyond torch.nn (issue 8): short name (the kernels' argument) -> key prefix.
 # Keys are torch-style: prefix + "_l{layer}" + direction suffix, e.g. weight_ci_l0, layernorm_cell_bias_l1_reverse.
 VARIANT_PARAMS = {
     "ln_gates_weight": "layernorm_gates_weight", "ln_gates_bias": "layernorm_gates_bias",  # (2, G*H): [input, recurrent]
@@ -86,7 +86,6 @@ class _Tape:
         self.hx_given = hx_given
         self.layers = []  # per layer: list of per-direction tapes
         self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
-        self.variants = []  # per layer: per direction, the variant call (options, masks) forward used
 
 
 class RecurrentLayer:
@@ -206,6 +205,10 @@ class RecurrentLayer:
                     yield f"bias_hh_l{layer}{sfx}", (G,)
                 if self.proj_size:
                     yield f"weight_hr_l{layer}{sfx}", (P, H)
+        # the variants' parameters after all the plain ones: the plain weights of a seed are the same with or
+        # without a variant
+        for layer in range(self.num_layers):
+            for sfx in self._suffixes():
                 if self.peephole:
                     for gate in "ifo":
                         yield f"weight_c{gate}_l{layer}{sfx}", (H,)
