@@ -12,7 +12,10 @@ void scipy_openblas_set_num_threads(int num_threads);
 
 #define FASTRNN_DECLARE_ISA(isa)                                          \
     int fastrnn_forward_##isa(const fastrnn_forward_args *a);             \
-    int fastrnn_backward_##isa(const fastrnn_backward_args *a);
+    int fastrnn_backward_##isa(const fastrnn_backward_args *a);           \
+    int fastrnn_variant_forward_##isa(const fastrnn_variant_args *a);     \
+    int fastrnn_variant_backward_##isa(const fastrnn_variant_args *a);    \
+    int64_t fastrnn_variant_tape_width_##isa(int cell, int64_t hidden_size, int layer_norm);
 FASTRNN_DECLARE_ISA(baseline)
 #ifdef FASTRNN_HAVE_X86_BUILDS
 FASTRNN_DECLARE_ISA(avx2)
@@ -27,6 +30,9 @@ struct Kernels {
     int (*forward)(const fastrnn_forward_args *);
     int (*backward)(const fastrnn_backward_args *);
     const char *name;
+    int (*variant_forward)(const fastrnn_variant_args *);
+    int (*variant_backward)(const fastrnn_variant_args *);
+    int64_t (*variant_tape_width)(int, int64_t, int);
 };
 
 Kernels choose_kernels() {
@@ -34,11 +40,14 @@ Kernels choose_kernels() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
-        return {fastrnn_forward_avx512, fastrnn_backward_avx512, "avx512"};
+        return {fastrnn_forward_avx512, fastrnn_backward_avx512, "avx512", fastrnn_variant_forward_avx512,
+                fastrnn_variant_backward_avx512, fastrnn_variant_tape_width_avx512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return {fastrnn_forward_avx2, fastrnn_backward_avx2, "avx2"};
+        return {fastrnn_forward_avx2, fastrnn_backward_avx2, "avx2", fastrnn_variant_forward_avx2,
+                fastrnn_variant_backward_avx2, fastrnn_variant_tape_width_avx2};
 #endif
-    return {fastrnn_forward_baseline, fastrnn_backward_baseline, "baseline"};
+    return {fastrnn_forward_baseline, fastrnn_backward_baseline, "baseline", fastrnn_variant_forward_baseline,
+                fastrnn_variant_backward_baseline, fastrnn_variant_tape_width_baseline};
 }
 
 const Kernels &kernels() {
@@ -73,6 +82,22 @@ int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int6
         parallel_gemm(trans_a != 0, trans_b != 0, m, n, k, (float)alpha, (const float *)a, lda, (const float *)b,
                       ldb, (float)beta, (float *)c, ldc, num_threads);
     return FASTRNN_OK;
+}
+
+static bool variant_cell_ok(int cell) { return cell == FASTRNN_LSTM || cell == FASTRNN_GRU; }
+
+int64_t fastrnn_variant_tape_width(int cell, int64_t hidden_size, int layer_norm) {
+    return kernels().variant_tape_width(cell, hidden_size, layer_norm);
+}
+
+int fastrnn_variant_forward(const fastrnn_variant_args *args) {
+    if (!variant_cell_ok(args->cell)) return FASTRNN_ERR_ARGUMENT;
+    return kernels().variant_forward(args);
+}
+
+int fastrnn_variant_backward(const fastrnn_variant_args *args) {
+    if (!variant_cell_ok(args->cell) || args->tape == nullptr) return FASTRNN_ERR_ARGUMENT;
+    return kernels().variant_backward(args);
 }
 
 int fastrnn_default_num_threads(void) {

@@ -86,6 +86,49 @@ int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int6
                  const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
                  int num_threads);
 
+/* The recurrent variants beyond torch.nn (issue 8; equations in csrc/variant_layer.h), LSTM and GRU only,
+ * no projection. One struct for both calls: forward reads the inputs and writes the outputs and the tape;
+ * backward reads the inputs, the tape and the gradients in, and writes or adds into the gradients out.
+ * G = 4 (LSTM) or 3 (GRU); lengths and the direction as above. */
+typedef struct {
+    int cell, dtype;
+    int64_t steps, batch, input_size, hidden_size;
+    int reverse;
+    int layer_norm;         /* 1: LN of both gate pre-activations (and of the LSTM's cell) */
+    int peephole;           /* 1: peephole LSTM */
+    int reset_after;        /* GRU: 1 torch's (reset after the matmul), 0 the original */
+    const int64_t *lengths; /* IN (B) or NULL */
+    const void *x;          /* IN (T, B, I), zero past each length */
+    const void *w_ih, *w_hh;                       /* IN (G*H, I), (G*H, H) */
+    const void *b_ih, *b_hh;                       /* IN (G*H) each, or NULL */
+    const void *ln_gates_weight, *ln_gates_bias;   /* IN (2, G*H): rows input side, recurrent side; layer_norm */
+    const void *ln_cell_weight, *ln_cell_bias;     /* IN (H): LSTM with layer_norm */
+    const void *w_ci, *w_cf, *w_co;                /* IN (H): peephole */
+    const void *rd_mask;    /* IN (B, H) recurrent dropout mask, or NULL */
+    const void *zoneout_h, *zoneout_c; /* IN (T, B, H) zoneout keep masks (c: LSTM), or NULL: use `zoneout` */
+    double zoneout;         /* the keep factor when the masks are NULL (0: no zoneout) */
+    void *tape;             /* forward OUT / backward IN (T*B, fastrnn_variant_tape_width): NULL = inference */
+    /* forward */
+    const void *h0, *c0;    /* IN (B, H) */
+    void *y;                /* OUT (T, B, ldy): columns 0..H-1; zero past each length */
+    int64_t ldy;            /* row stride of y (forward) or dy (backward) */
+    void *hn, *cn;          /* OUT (B, H) */
+    /* backward */
+    const void *dy;         /* IN (T, B, ldy) */
+    const void *dhn, *dcn;  /* IN (B, H) */
+    void *dx;               /* OUT (T, B, I): overwritten, or added into when accumulate_dx */
+    int accumulate_dx;
+    void *dh0, *dc0;        /* OUT (B, H) */
+    void *dw_ih, *dw_hh, *db_ih, *db_hh;           /* ADDED INTO, shapes as the weights (biases may be NULL) */
+    void *dln_gates_weight, *dln_gates_bias, *dln_cell_weight, *dln_cell_bias, *dw_ci, *dw_cf, *dw_co; /* ADDED INTO */
+    int num_threads;
+} fastrnn_variant_args;
+
+/* Elements per (t, b) row of the variant tape. */
+int64_t fastrnn_variant_tape_width(int cell, int64_t hidden_size, int layer_norm);
+int fastrnn_variant_forward(const fastrnn_variant_args *args);
+int fastrnn_variant_backward(const fastrnn_variant_args *args);
+
 /* Threads: OpenMP inside each step, OpenBLAS for the large GEMMs. */
 int fastrnn_default_num_threads(void);
 /* Which instruction-set build the kernels dispatch to: "avx512", "avx2" or "baseline". */

@@ -32,6 +32,7 @@ namespace {
 #include "loop_support.h"
 #include "layer_forward.h"
 #include "layer_backward.h"
+#include "variant_layer.h"
 
 template <typename T> int forward_typed(const fastrnn_forward_args &a) {
     switch (a.cell) {
@@ -60,4 +61,16 @@ extern "C" int FASTRNN_ENTRY(fastrnn_forward)(const fastrnn_forward_args *a) {
 
 extern "C" int FASTRNN_ENTRY(fastrnn_backward)(const fastrnn_backward_args *a) {
     return a->dtype == FASTRNN_FLOAT64 ? backward_typed<double>(*a) : backward_typed<float>(*a);
+}
+
+extern "C" int FASTRNN_ENTRY(fastrnn_variant_forward)(const fastrnn_variant_args *a) {
+    return a->dtype == FASTRNN_FLOAT64 ? variant_forward<double>(*a) : variant_forward<float>(*a);
+}
+
+extern "C" int FASTRNN_ENTRY(fastrnn_variant_backward)(const fastrnn_variant_args *a) {
+    return a->dtype == FASTRNN_FLOAT64 ? variant_backward<double>(*a) : variant_backward<float>(*a);
+}
+
+extern "C" int64_t FASTRNN_ENTRY(fastrnn_variant_tape_width)(int cell, int64_t hidden_size, int layer_norm) {
+    return VariantLayout(hidden_size, cell == FASTRNN_LSTM ? 4 : 3, layer_norm != 0).width;
 }

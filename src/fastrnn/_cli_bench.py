@@ -4,6 +4,7 @@
         --markdown BENCHMARKS.md --plot benchmarks/speedup.png
     fastrnn bench --quick --rows lstm,stream --threads 2      # a subset, under a minute
     fastrnn bench --from-json out.json --markdown BENCHMARKS.md --plot benchmarks/speedup.png
+    fastrnn bench --rows variants --threads 2   # layer_norm, peephole, ... vs a torch loop (bench/variants.py)
 
 The work is done by fastrnn.bench (see its docstring); this module parses arguments and prints.
 """
@@ -162,6 +163,9 @@ def run_bench(args):
         _output(meta, rows, args)
         return 0
 
+    if any(p.startswith("variants") for arg in args.rows for p in arg.split(",")):  # issue 8's rows
+        from .bench.variants import run_variants
+        return run_variants(args)
     from .bench import grid, jordan, machine
     from .bench.peers import ENGINES
 

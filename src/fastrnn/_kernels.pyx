@@ -3,6 +3,7 @@
 this fills the C argument structs, releases the GIL, calls C and turns a status into an exception."""
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -54,6 +55,56 @@ cdef extern from "fastrnn.h" nogil:
         void *db_ih
         void *db_hh
         int num_threads
+    ctypedef struct fastrnn_variant_args:
+        int cell, dtype
+        int64_t steps, batch, input_size, hidden_size
+        int reverse, layer_norm, peephole, reset_after
+        const int64_t *lengths
+        const void *x
+        const void *w_ih
+        const void *w_hh
+        const void *b_ih
+        const void *b_hh
+        const void *ln_gates_weight
+        const void *ln_gates_bias
+        const void *ln_cell_weight
+        const void *ln_cell_bias
+        const void *w_ci
+        const void *w_cf
+        const void *w_co
+        const void *rd_mask
+        const void *zoneout_h
+        const void *zoneout_c
+        double zoneout
+        void *tape
+        const void *h0
+        const void *c0
+        void *y
+        int64_t ldy
+        void *hn
+        void *cn
+        const void *dy
+        const void *dhn
+        const void *dcn
+        void *dx
+        int accumulate_dx
+        void *dh0
+        void *dc0
+        void *dw_ih
+        void *dw_hh
+        void *db_ih
+        void *db_hh
+        void *dln_gates_weight
+        void *dln_gates_bias
+        void *dln_cell_weight
+        void *dln_cell_bias
+        void *dw_ci
+        void *dw_cf
+        void *dw_co
+        int num_threads
+    int64_t fastrnn_variant_tape_width(int cell, int64_t hidden_size, int layer_norm)
+    int fastrnn_variant_forward(const fastrnn_variant_args *args)
+    int fastrnn_variant_backward(const fastrnn_variant_args *args)
     int fastrnn_forward(const fastrnn_forward_args *args)
     int fastrnn_backward(const fastrnn_backward_args *args)
     int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
@@ -317,3 +368,90 @@ def jordan_backward(bint relu, str output, bint through_own, cnp.ndarray x, w_ih
         status = fastrnn_jordan_backward(&a)
     if status != FASTRNN_OK:
         _raise(status, "jordan_backward")
+
+
+# ------------------------------------------------------------------ variants (issue 8)
+def variant_tape_width(str mode, int64_t hidden_size, bint layer_norm):
+    return fastrnn_variant_tape_width(CELLS[mode], hidden_size, layer_norm)
+
+
+cdef void _variant_common(fastrnn_variant_args *a, str mode, cnp.ndarray x, int64_t hidden_size, bint reverse,
+                          lengths, dict v, weights, tape):
+    w_ih, w_hh, b_ih, b_hh = weights
+    p = v["params"]
+    memset(a, 0, sizeof(fastrnn_variant_args))
+    a.cell = CELLS[mode]
+    a.dtype = _dtype_code(x)
+    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.hidden_size = hidden_size
+    a.reverse = reverse
+    a.layer_norm = v["layer_norm"]
+    a.peephole = v["peephole"]
+    a.reset_after = v["reset_after"]
+    a.lengths = <const int64_t *>_data(lengths)
+    a.x = _data(x)
+    a.w_ih = _data(w_ih)
+    a.w_hh = _data(w_hh)
+    a.b_ih = _data(b_ih)
+    a.b_hh = _data(b_hh)
+    a.ln_gates_weight = _data(p.get("ln_gates_weight"))
+    a.ln_gates_bias = _data(p.get("ln_gates_bias"))
+    a.ln_cell_weight = _data(p.get("ln_cell_weight"))
+    a.ln_cell_bias = _data(p.get("ln_cell_bias"))
+    a.w_ci = _data(p.get("w_ci"))
+    a.w_cf = _data(p.get("w_cf"))
+    a.w_co = _data(p.get("w_co"))
+    a.rd_mask = _data(v["rd_mask"])
+    a.zoneout_h = _data(v["zh"])
+    a.zoneout_c = _data(v["zc"])
+    a.zoneout = v["zoneout"]
+    a.tape = _data(tape)
+    a.num_threads = _num_threads
+
+
+def variant_forward(str mode, cnp.ndarray x, h0, c0, weights, lengths, bint reverse, int64_t hidden_size, dict v,
+                    cnp.ndarray y, int64_t ldy, hn, cn, tape):
+    """weights (w_ih, w_hh, b_ih, b_hh); v: the variant call (fastrnn._layer._variant_call); everything
+    C-contiguous except y, a (T, B, H) view with rows ldy apart; tape (T*B, variant_tape_width) or None."""
+    cdef fastrnn_variant_args a
+    cdef int status
+    _variant_common(&a, mode, x, hidden_size, reverse, lengths, v, weights, tape)
+    a.h0 = _data(h0)
+    a.c0 = _data(c0)
+    a.y = _data(y)
+    a.ldy = ldy
+    a.hn = _data(hn)
+    a.cn = _data(cn)
+    with nogil:
+        status = fastrnn_variant_forward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "variant forward")
+
+
+def variant_backward(str mode, cnp.ndarray x, weights, lengths, bint reverse, int64_t hidden_size, dict v, tape,
+                     cnp.ndarray dy, int64_t ldy, dhn, dcn, cnp.ndarray dx, bint accumulate_dx, dh0, dc0, grads,
+                     dict vgrads):
+    """grads (dw_ih, dw_hh, db_ih, db_hh) and vgrads (short variant name -> array) are ADDED into."""
+    cdef fastrnn_variant_args a
+    cdef int status
+    _variant_common(&a, mode, x, hidden_size, reverse, lengths, v, weights, tape)
+    a.dy = _data(dy)
+    a.ldy = ldy
+    a.dhn = _data(dhn)
+    a.dcn = _data(dcn)
+    a.dx = _data(dx)
+    a.accumulate_dx = accumulate_dx
+    a.dh0 = _data(dh0)
+    a.dc0 = _data(dc0)
+    a.dw_ih, a.dw_hh, a.db_ih, a.db_hh = _data(grads[0]), _data(grads[1]), _data(grads[2]), _data(grads[3])
+    a.dln_gates_weight = _data(vgrads.get("ln_gates_weight"))
+    a.dln_gates_bias = _data(vgrads.get("ln_gates_bias"))
+    a.dln_cell_weight = _data(vgrads.get("ln_cell_weight"))
+    a.dln_cell_bias = _data(vgrads.get("ln_cell_bias"))
+    a.dw_ci = _data(vgrads.get("w_ci"))
+    a.dw_cf = _data(vgrads.get("w_cf"))
+    a.dw_co = _data(vgrads.get("w_co"))
+    with nogil:
+        status = fastrnn_variant_backward(&a)
+    if status != FASTRNN_OK:
+        _raise(status, "variant backward")

@@ -19,6 +19,29 @@ from ._grad_mode import is_grad_enabled
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _DTYPES = (np.float32, np.float64)
 
+# Recurrent variants beyond torch.nn (issue 8): short name (the kernels' argument) -> key prefix.
+# Keys are torch-style: prefix + "_l{layer}" + direction suffix, e.g. weight_ci_l0, layernorm_cell_bias_l1_reverse.
+VARIANT_PARAMS = {
+    "ln_gates_weight": "layernorm_gates_weight", "ln_gates_bias": "layernorm_gates_bias",  # (2, G*H): [input, recurrent]
+    "ln_cell_weight": "layernorm_cell_weight", "ln_cell_bias": "layernorm_cell_bias",      # (H,), LSTM only
+    "w_ci": "weight_ci", "w_cf": "weight_cf", "w_co": "weight_co",                         # (H,), peephole LSTM
+}
+LAYER_NORM_EPS = 1e-5
+
+
+def _probability(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {type(value).__name__}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
 
 def _positive_int(value, name, minimum=1):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -71,7 +94,8 @@ class RecurrentLayer:
     _mode = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0,
+                 layer_norm=False, peephole=False, recurrent_dropout=0.0, zoneout=0.0, reset_after=True):
         self.input_size = _positive_int(input_size, "input_size")
         self.hidden_size = _positive_int(hidden_size, "hidden_size")
         self.proj_size = _positive_int(proj_size, "proj_size", minimum=0)
@@ -88,6 +112,7 @@ class RecurrentLayer:
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
+        self._set_variants(layer_norm, peephole, recurrent_dropout, zoneout, reset_after)
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -101,13 +126,18 @@ class RecurrentLayer:
         # different layers run concurrently, the kernels release the GIL
         self._lock = threading.RLock()
 
-        init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+        # the first two children are what spawn(2) gave before the variants existed: same weights, same dropout
+        init_seq, dropout_seq, variant_seq = np.random.SeedSequence(seed).spawn(3)
         self._dropout_rng = np.random.default_rng(dropout_seq)
+        self._variant_rng = np.random.default_rng(variant_seq)  # recurrent dropout and zoneout masks
         init_rng = np.random.default_rng(init_seq)
         bound = 1.0 / np.sqrt(self.hidden_size)
         shapes = list(self._param_shapes())
         self.params = _Arrays(self.dtype, ((name, init_rng.uniform(-bound, bound, size=shape).astype(self.dtype))
                                            for name, shape in shapes))
+        for name in self.params:  # layer norm: gain 1, bias 0 (peepholes keep the uniform init)
+            if name.startswith("layernorm_"):
+                self.params[name][...] = 1 if "_weight_" in name else 0
         self.grads = _Arrays(self.dtype, ((name, np.zeros(shape, self.dtype)) for name, shape in shapes))
         # per (layer, direction): the keys of (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent
         self._weight_keys = {}
@@ -116,6 +146,35 @@ class RecurrentLayer:
                 keys = (f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}", f"bias_ih_l{layer}{sfx}",
                         f"bias_hh_l{layer}{sfx}", f"weight_hr_l{layer}{sfx}")
                 self._weight_keys[layer, d] = tuple(k if k in self.params else None for k in keys)
+        # per (layer, direction): short variant name -> key, for the variant parameters this layer has
+        self._variant_keys = {
+            (layer, d): {short: f"{prefix}_l{layer}{sfx}" for short, prefix in VARIANT_PARAMS.items()
+                         if f"{prefix}_l{layer}{sfx}" in self.params}
+            for layer in range(self.num_layers) for d, sfx in enumerate(self._suffixes())}
+
+    def _set_variants(self, layer_norm, peephole, recurrent_dropout, zoneout, reset_after):
+        """Check the variant options (issue 8) against the cell and each other."""
+        self.layer_norm = _flag(layer_norm, "layer_norm")
+        self.peephole = _flag(peephole, "peephole")
+        self.reset_after = _flag(reset_after, "reset_after")
+        self.recurrent_dropout = _probability(recurrent_dropout, "recurrent_dropout")
+        self.zoneout = _probability(zoneout, "zoneout")
+        gated = self._mode in ("lstm", "gru")
+        for name, used in (("layer_norm", self.layer_norm), ("recurrent_dropout", self.recurrent_dropout > 0),
+                           ("zoneout", self.zoneout > 0)):
+            if used and not gated:
+                raise ValueError(f"{name} is only supported by LSTM and GRU, not {type(self).__name__}")
+        if self.peephole and self._mode != "lstm":
+            raise ValueError("peephole is only supported by LSTM")
+        if not self.reset_after and self._mode != "gru":
+            raise ValueError("reset_after=False is only supported by GRU")
+        if self.layer_norm and not self.reset_after:
+            raise ValueError("layer_norm=True cannot be combined with reset_after=False (the reset gate would "
+                             "act inside the normalised recurrent product)")
+        self.variant = (self.layer_norm or self.peephole or not self.reset_after or self.recurrent_dropout > 0
+                        or self.zoneout > 0)
+        if self.variant and self.proj_size:
+            raise ValueError("proj_size cannot be combined with layer_norm, peephole, recurrent_dropout or zoneout")
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -146,10 +205,47 @@ class RecurrentLayer:
                     yield f"bias_hh_l{layer}{sfx}", (G,)
                 if self.proj_size:
                     yield f"weight_hr_l{layer}{sfx}", (P, H)
+        # the variants' parameters after all the plain ones: the plain weights of a seed are the same with or
+        # without a variant
+        for layer in range(self.num_layers):
+            for sfx in self._suffixes():
+                if self.peephole:
+                    for gate in "ifo":
+                        yield f"weight_c{gate}_l{layer}{sfx}", (H,)
+                if self.layer_norm:
+                    yield f"layernorm_gates_weight_l{layer}{sfx}", (2, G)
+                    yield f"layernorm_gates_bias_l{layer}{sfx}", (2, G)
+                    if self._mode == "lstm":
+                        yield f"layernorm_cell_weight_l{layer}{sfx}", (H,)
+                        yield f"layernorm_cell_bias_l{layer}{sfx}", (H,)
 
     def _weights(self, store, layer, direction):
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction from params or grads; None where absent."""
         return tuple(None if k is None else store[k] for k in self._weight_keys[layer, direction])
+
+    def _variant_arrays(self, store, layer, direction):
+        """Short variant name -> array of params or grads, for one layer and direction."""
+        return {short: store[key] for short, key in self._variant_keys[layer, direction].items()}
+
+    def _variant_call(self, layer, direction, steps, batch):
+        """What one direction's forward needs beyond the plain layer: options, parameters and, in train
+        mode, freshly drawn masks (kept on the tape, so backward reuses them).
+
+        rd_mask (B, H): 0 or 1/(1-p), multiplies h_{t-1} where it enters the recurrent product, the same at
+        every step. zh, zc (T, B, H): 1 where a unit keeps its previous value (probability p), else 0; in
+        eval mode (or p = 0) they are None and ``zoneout`` is the constant used in their place."""
+        H, dt = self.hidden_size, self.dtype
+        rd_mask = zh = zc = None
+        if self.training and self.recurrent_dropout > 0:
+            keep = 1.0 - self.recurrent_dropout
+            rd_mask = (self._variant_rng.random((batch, H), dtype=np.float32) < keep).astype(dt) / dt.type(keep)
+        if self.training and self.zoneout > 0:  # (float32 draws: half the time of float64 ones, plenty for p)
+            zh = (self._variant_rng.random((steps, batch, H), dtype=np.float32) < self.zoneout).astype(dt)
+            if self._mode == "lstm":
+                zc = (self._variant_rng.random((steps, batch, H), dtype=np.float32) < self.zoneout).astype(dt)
+        return {"layer_norm": self.layer_norm, "peephole": self.peephole, "reset_after": self.reset_after,
+                "params": self._variant_arrays(self.params, layer, direction), "rd_mask": rd_mask,
+                "zoneout": 0.0 if zh is not None else self.zoneout, "zh": zh, "zc": zc}
 
     def zero_grad(self):
         for g in self.grads.values():
@@ -251,10 +347,11 @@ class RecurrentLayer:
             for d in range(D):
                 idx = layer * D + d
                 lstm = cn_all is not None
+                extra = {"variant": self._variant_call(layer, d, T, B)} if self.variant else {}
                 direction_tapes.append(self._forward_direction(
                     layer_input, h0_all[idx], c0_all[idx] if lstm else None, self._weights(self.params, layer, d),
                     lengths, bool(d), y[:, :, d * H:(d + 1) * H], hn_all[idx], cn_all[idx] if lstm else None,
-                    keep_tape))
+                    keep_tape, **extra))
             if tape is not None:
                 tape.layers.append(direction_tapes)
                 if layer > 0:
@@ -312,10 +409,11 @@ class RecurrentLayer:
             for d in range(D):
                 idx = layer * D + d
                 lstm = dcn_all is not None
+                extra = {"variant_grads": self._variant_arrays(self.grads, layer, d)} if self.variant else {}
                 self._backward_direction(
                     tape.layers[layer][d], grad_out[:, :, d * H:(d + 1) * H], dhn_all[idx],
                     dcn_all[idx] if lstm else None, self._weights(self.grads, layer, d), dx, d > 0,
-                    dh0_all[idx], dc0_all[idx] if lstm else None)
+                    dh0_all[idx], dc0_all[idx] if lstm else None, **extra)
             if layer > 0 and tape.dropout_masks[layer - 1] is not None:
                 dx *= tape.dropout_masks[layer - 1]
             grad_out = dx
@@ -343,22 +441,49 @@ class RecurrentLayer:
         b_hh, w_hr), biases and w_hr may be None; lengths int64 (B,) or None. Writes y_out (T, B, P), a
         view (zeros past each length), hn_out (B, P) and cn_out (B, H) (None unless LSTM), C-contiguous.
         P = output_size. Returns the direction's tape, or None unless keep_tape.
+        variant (only when a variant option is set): see _variant_call.
         """
         raise NotImplementedError
 
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
         """BPTT for one direction. dy (T, B, P) view; dhn (B, P), dcn (B, H); grads: arrays to ADD into,
         as weights; dx_out (T, B, In) is overwritten, or added into when ``accumulate``; writes dh0_out
-        (B, P) and dc0_out (B, H) (None unless LSTM), C-contiguous."""
+        (B, P) and dc0_out (B, H) (None unless LSTM), C-contiguous. variant_grads (only when a variant
+        option is set): short variant name -> gradient array to ADD into."""
         raise NotImplementedError
 
     def __repr__(self):
         extra = f", nonlinearity={self._mode[4:]!r}" if self._mode.startswith("rnn") else ""
         if self.proj_size:
             extra += f", proj_size={self.proj_size}"
+        for name, default in (("layer_norm", False), ("peephole", False), ("recurrent_dropout", 0.0),
+                              ("zoneout", 0.0), ("reset_after", True)):
+            if getattr(self, name) != default:
+                extra += f", {name}={getattr(self, name)}"
         return (f"{type(self).__module__}.{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}{extra}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dropout={self.dropout}, bidirectional={self.bidirectional}, dtype={self.dtype.name})")
+
+
+VARIANTS_DOC = """Variants beyond torch.nn (keyword options; every combination works, except layer_norm with
+reset_after=False and any of them with proj_size). With h' = h_{t-1} * m (recurrent dropout mask m, else
+h' = h_{t-1}), A_x = W_ih x_t and A_h = W_hh h':
+
+layer_norm=True (Ba et al. 2016, as haste's LayerNormLSTM): the two gate pre-activations are normalised
+    separately over all G*H gates, LN_k(a) = gamma_k * (a - mean(a)) / sqrt(var(a) + 1e-5) + beta_k with
+    gamma, beta = layernorm_gates_{weight,bias} (2, G*H) (row 0: input side, row 1: recurrent side), then the
+    biases b_ih, b_hh are added as usual; LSTM also normalises the cell, h_t = o * tanh(LN_c(c_t)) with
+    layernorm_cell_{weight,bias} (H,). c_t itself is carried unnormalised.
+peephole=True (LSTM; Gers & Schmidhuber 2000, oneDNN's peephole LSTM): i = s(. + w_ci * c_{t-1}),
+    f = s(. + w_cf * c_{t-1}), o = s(. + w_co * c_t), keys weight_c{i,f,o} (H,).
+recurrent_dropout=p (Gal & Ghahramani 2016): in train mode one mask m per sequence and unit, 0 or 1/(1-p),
+    the same at every step, multiplies h_{t-1} where it enters W_hh (GRU: not the z * h_{t-1} path).
+zoneout=p (Krueger et al. 2016): in train mode each unit keeps its previous value with probability p,
+    h_t = z_h * h_{t-1} + (1 - z_h) * h~_t (LSTM also c_t, with its own mask), z ~ Bernoulli(p) per step,
+    row and unit; in eval mode the expectation, z = p. y_t is the zoned-out h_t.
+reset_after=False (GRU; Cho et al. 2014, Keras): n = tanh(W_in x_t + b_in + W_hn (r * h') + b_hn).
+Masks come from the layer's seeded generator (seed=...), so runs are reproducible.
+"""
 
 
 def make_layer_classes(base, namespace_module):
@@ -368,27 +493,39 @@ def make_layer_classes(base, namespace_module):
         __doc__ = f"Elman RNN, h_t = act(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), act tanh or relu ({namespace_module})."
 
         def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                     batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                     batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, **variants):
+            # variants are LSTM/GRU options; accepted here only to refuse them with a clear ValueError
             if nonlinearity not in ("tanh", "relu"):
                 raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
             self._mode = "rnn_" + nonlinearity
             self.nonlinearity = nonlinearity
             super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                             bidirectional, dtype, seed)
+                             bidirectional, dtype, seed, **variants)
 
     class LSTM(base):
         __doc__ = (f"LSTM with torch's gate order [i, f, g, o] ({namespace_module}); proj_size > 0 gives "
-                   "torch's projected LSTM, h_t = W_hr (o * tanh(c_t)).")
+                   "torch's projected LSTM, h_t = W_hr (o * tanh(c_t)).\n\n" + VARIANTS_DOC)
         _mode = "lstm"
 
         def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                     bidirectional=False, dtype=np.float32, seed=None, proj_size=0):
+                     bidirectional=False, dtype=np.float32, seed=None, proj_size=0, layer_norm=False,
+                     peephole=False, recurrent_dropout=0.0, zoneout=0.0):
             super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                             bidirectional, dtype, seed, proj_size)
+                             bidirectional, dtype, seed, proj_size, layer_norm=layer_norm, peephole=peephole,
+                             recurrent_dropout=recurrent_dropout, zoneout=zoneout)
 
     class GRU(base):
-        __doc__ = f"GRU with torch's gate order [r, z, n], reset applied after the matmul ({namespace_module})."
+        __doc__ = (f"GRU with torch's gate order [r, z, n], reset applied after the matmul ({namespace_module}); "
+                   "reset_after=False gives the original GRU (Cho et al. 2014, Keras' default), "
+                   "n = tanh(W_in x + b_in + W_hn (r * h_{t-1}) + b_hn).\n\n" + VARIANTS_DOC)
         _mode = "gru"
+
+        def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                     bidirectional=False, dtype=np.float32, seed=None, layer_norm=False, recurrent_dropout=0.0,
+                     zoneout=0.0, reset_after=True):
+            super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                             bidirectional, dtype, seed, layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
+                             zoneout=zoneout, reset_after=reset_after)
 
     for cls in (RNN, LSTM, GRU):
         cls.__module__ = namespace_module

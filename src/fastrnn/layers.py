@@ -31,7 +31,11 @@ def _row_stride(view):
 
 
 class _CompiledLayer(RecurrentLayer):
-    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape):
+    def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape,
+                           variant=None):
+        if variant is not None:
+            return self._variant_forward_direction(x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out,
+                                                   keep_tape, variant)
         w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
@@ -53,7 +57,11 @@ class _CompiledLayer(RecurrentLayer):
         return (x, w_ih.copy(), w_hh.copy(), None if w_hr is None else w_hr.copy(), lengths, reverse,
                 gates, h_prev, aux)
 
-    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
+    def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
+                            variant_grads=None):
+        if variant_grads is not None:
+            return self._variant_backward_direction(tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
+                                                    variant_grads)
         x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux = tape
         g_ih, g_hh, g_bih, g_bhh, g_hr = grads
         ldy = _row_stride(dy)
@@ -62,6 +70,40 @@ class _CompiledLayer(RecurrentLayer):
             ldy = dy.shape[2]
         _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, self.hidden_size, dy, ldy, dhn, dcn,
                           gates, h_prev, aux, dx_out, accumulate, dh0_out, dc0_out, g_ih, g_hh, g_hr, g_bih, g_bhh)
+
+
+    # ------------------------------------------------------------- variants (csrc/variant_layer.h)
+    def _variant_forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape,
+                                   variant):
+        w_ih, w_hh, b_ih, b_hh, _ = weights
+        T, B, _ = x.shape
+        H = self.hidden_size
+        ldy = _row_stride(y_out)
+        assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
+        tape = None
+        if keep_tape:
+            width = _kernels.variant_tape_width(self._mode, H, variant["layer_norm"])
+            tape = np.empty((T * B, width), self.dtype)
+        _kernels.variant_forward(self._mode, x, h0, c0, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, H, variant,
+                                 y_out, ldy, hn_out, cn_out, tape)
+        if not keep_tape:
+            return None
+        # private copies of the weights and parameters, as above; the masks are the call's own
+        variant = dict(variant, params={k: v.copy() for k, v in variant["params"].items()})
+        return (x, w_ih.copy(), w_hh.copy(), b_ih, b_hh, lengths, reverse, variant, tape)
+
+    def _variant_backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
+                                    variant_grads):
+        x, w_ih, w_hh, b_ih, b_hh, lengths, reverse, variant, tape_rows = tape
+        g_ih, g_hh, g_bih, g_bhh, _ = grads
+        ldy = _row_stride(dy)
+        if ldy is None:
+            dy = np.ascontiguousarray(dy)
+            ldy = dy.shape[2]
+        # the biases' values are not needed by backward, only whether they exist (b_ih/b_hh may be None)
+        _kernels.variant_backward(self._mode, x, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, self.hidden_size,
+                                  variant, tape_rows, dy, ldy, dhn, dcn, dx_out, accumulate, dh0_out, dc0_out,
+                                  (g_ih, g_hh, g_bih, g_bhh), variant_grads)
 
 
 RNN, LSTM, GRU = make_layer_classes(_CompiledLayer, "fastrnn")
