@@ -66,7 +66,7 @@ typedef struct {
     const void *dhn;        /* IN (B, P) */
     const void *dcn;        /* IN (B, H), LSTM only */
     void *gates, *h_prev, *aux; /* IN forward's tape; gates and aux are overwritten with gate gradients */
-    void *dx;               /* OUT (T, B, I): overwritten, or added into when accumulate_dx */
+    void *dx;               /* OUT (T, B, I): overwritten, or added into when accumulate_dx; NULL: not wanted */
     int accumulate_dx;
     void *dh0;              /* OUT (B, P) */
     void *dc0;              /* OUT (B, H), LSTM only */

@@ -172,9 +172,10 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     const T *x = (const T *)a.x, *w_ih = (const T *)a.w_ih;
     T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
     T beta_dx = a.accumulate_dx ? T(1) : T(0);
+    const bool want_dx = a.dx != nullptr;  // NULL: the caller needs no input gradient (one GEMM saved)
     Buffer<T> x_packed, dx_packed;
     if (order.ragged) {  // the GEMMs see only valid rows: gather x, compute dx packed, scatter it at the end
-        if (!x_packed.allocate(rows * I) || !dx_packed.allocate(rows * I)) return FASTRNN_ERR_NOMEM;
+        if (!x_packed.allocate(rows * I) || (want_dx && !dx_packed.allocate(rows * I))) return FASTRNN_ERR_NOMEM;
         gather_rows(x_packed.data, x, I, order, T_steps, B);
         x = x_packed.data;
         dx = dx_packed.data;
@@ -192,14 +193,16 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
             add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, nt);
             add_column_sums((T *)a.db_ih + H2, d_n, rows, H, H, nt);
         }
-        parallel_gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
-        parallel_gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I, nt);
+        if (want_dx) {
+            parallel_gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
+            parallel_gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I, nt);
+        }
     } else {
         parallel_gemm(true, false, GH, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
         if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
-        parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
+        if (want_dx) parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
     }
-    if (order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
+    if (want_dx && order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
     return FASTRNN_OK;
 }
 

@@ -116,3 +116,27 @@ def test_gemm_refuses_bad_arguments():
     readonly.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         _kernels.gemm(ok, ok.T.copy(), readonly)
+
+
+@pytest.mark.parametrize("namespace", [fastrnn, fastrnn.reference], ids=["compiled", "reference"])
+@pytest.mark.parametrize("cell, extra", [("RNN", {}), ("LSTM", {"num_layers": 2, "bidirectional": True}),
+                                         ("GRU", {"bidirectional": True}), ("LSTM", {"proj_size": 3})])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(namespace, cell, extra, ragged):
+    T, B, D, H = 5, 4, 3, 6
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, D))
+    lengths = np.array([5, 1, 3, 5]) if ragged else None
+    results = []
+    for input_grad in (True, False):
+        layer = getattr(namespace, cell)(D, H, dtype=np.float64, seed=1, **extra)
+        y, _ = layer(x, None, lengths)
+        dy = np.random.default_rng(8).standard_normal(y.shape)
+        dx, dhx = layer.backward(dy, input_grad=input_grad)
+        results.append((dx, dhx, {k: v.copy() for k, v in layer.grads.items()}))
+    (dx, dhx, grads), (dx_none, dhx2, grads2) = results
+    assert dx is not None and dx_none is None
+    for a, b in zip(dhx if isinstance(dhx, tuple) else (dhx,), dhx2 if isinstance(dhx2, tuple) else (dhx2,)):
+        np.testing.assert_array_equal(a, b)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], grads2[k], err_msg=k)

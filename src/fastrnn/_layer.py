@@ -362,12 +362,18 @@ class RecurrentLayer:
         return y, ((hn_all, cn_all) if self._mode == "lstm" else hn_all)
 
     # ----------------------------------------------------------------- backward
-    def backward(self, dy=None, dhn=None):
-        """BPTT through the most recent forward. Adds parameter gradients into ``grads``; returns (dx, dhx)."""
-        with self._lock:
-            return self._backward(dy, dhn)
+    def backward(self, dy=None, dhn=None, *, input_grad=True):
+        """BPTT through the most recent forward. Adds parameter gradients into ``grads``; returns (dx, dhx).
 
-    def _backward(self, dy, dhn):
+        ``input_grad=False``: the caller needs no gradient with respect to x (torch's
+        ``needs_input_grad``); dx is returned as None and the kernels skip its GEMM."""
+        with self._lock:
+            return self._backward(dy, dhn, bool(input_grad))
+
+    # Layers whose first-layer backward can leave dx out (the compiled default path); others compute it.
+    _skips_input_grad = False
+
+    def _backward(self, dy, dhn, input_grad=True):
         tape = self._tape
         if tape is None:
             raise RuntimeError(
@@ -390,14 +396,15 @@ class RecurrentLayer:
         # parameters, small next to the BPTT it guards; one kernel call fails before it adds anything.
         saved = {k: v.copy() for k, v in self.grads.items()} if self.num_layers * D > 1 else None
         try:
-            return self._backward_layers(tape, dy_tm, dhn_all, dcn_all)
+            dx, dhx = self._backward_layers(tape, dy_tm, dhn_all, dcn_all, input_grad)
+            return (dx if input_grad else None), dhx
         except BaseException:
             if saved is not None:
                 for k, v in saved.items():
                     np.copyto(self.grads[k], v)
             raise
 
-    def _backward_layers(self, tape, dy_tm, dhn_all, dcn_all):
+    def _backward_layers(self, tape, dy_tm, dhn_all, dcn_all, input_grad=True):
         T, B, _ = tape.shape
         H, D = self.output_size, self.num_directions
         dh0_all = np.empty(self._state_shape(B), self.dtype)
@@ -405,7 +412,8 @@ class RecurrentLayer:
         grad_out = dy_tm
         for layer in reversed(range(self.num_layers)):
             in_features = tape.shape[2] if layer == 0 else H * D
-            dx = np.empty((T, B, in_features), self.dtype)
+            skip_dx = layer == 0 and not input_grad and self._skips_input_grad and not self.variant
+            dx = None if skip_dx else np.empty((T, B, in_features), self.dtype)
             for d in range(D):
                 idx = layer * D + d
                 lstm = dcn_all is not None
@@ -417,7 +425,7 @@ class RecurrentLayer:
             if layer > 0 and tape.dropout_masks[layer - 1] is not None:
                 dx *= tape.dropout_masks[layer - 1]
             grad_out = dx
-        dx = grad_out.transpose(1, 0, 2) if tape.batch_first else grad_out
+        dx = grad_out.transpose(1, 0, 2) if tape.batch_first and grad_out is not None else grad_out
         return dx, ((dh0_all, dc0_all) if self._mode == "lstm" else dh0_all)
 
     def _parse_dhn(self, dhn, batch):

@@ -31,6 +31,7 @@ def _row_stride(view):
 
 
 class _CompiledLayer(RecurrentLayer):
+    _skips_input_grad = True  # the backward kernel takes dx = NULL
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape,
                            variant=None):
         if variant is not None:

@@ -151,9 +151,10 @@ class _Call:
         h, c = hn if self.is_lstm else (hn, None)
         return torch.from_numpy(y), torch.from_numpy(h), None if c is None else torch.from_numpy(c), tape
 
-    def backward(self, tape, dy, dh, dc):
-        """BPTT through one forward's tape. Returns tensors dx, dh0, dc0 (None unless LSTM) and the
-        parameter gradients in ``names`` order (fresh arrays, handed to torch without a copy)."""
+    def backward(self, tape, dy, dh, dc, input_grad=True):
+        """BPTT through one forward's tape. Returns tensors dx (None when not ``input_grad``), dh0, dc0
+        (None unless LSTM) and the parameter gradients in ``names`` order (fresh arrays, handed to torch
+        without a copy)."""
         layer = self.layer
         dhn = (None if dh is None and dc is None else (_as_numpy(dh), _as_numpy(dc))) if self.is_lstm else _as_numpy(dh)
         with self.engine.lock:
@@ -161,12 +162,13 @@ class _Call:
                 layer.grads[name] = np.zeros(layer.grads[name].shape, layer.dtype)
             layer._tape = tape
             try:
-                dx, dhx = layer.backward(_as_numpy(dy), dhn)
+                dx, dhx = layer.backward(_as_numpy(dy), dhn, input_grad=input_grad)
             finally:
                 layer._tape = None
             grads = [torch.from_numpy(layer.grads[name]) for name in self.names]
         dh0, dc0 = dhx if self.is_lstm else (dhx, None)
-        return (torch.from_numpy(dx), torch.from_numpy(dh0), None if dc0 is None else torch.from_numpy(dc0), grads)
+        return (None if dx is None else torch.from_numpy(dx), torch.from_numpy(dh0),
+                None if dc0 is None else torch.from_numpy(dc0), grads)
 
 
 class _FastRNNFunction(torch.autograd.Function):
@@ -192,7 +194,8 @@ class _FastRNNFunction(torch.autograd.Function):
             tape = copy.deepcopy(tape)  # the kernels overwrite the tape with gate gradients: keep the original
         else:
             ctx.tape = None  # freed with this backward, like torch's saved tensors
-        dx, dh0, dc0, grads = ctx.call.backward(tape, dy, dh, dc)
+        # x's gradient only when torch wants it (an input that is data, not a layer's output, needs none)
+        dx, dh0, dc0, grads = ctx.call.backward(tape, dy, dh, dc, input_grad=ctx.needs_input_grad[1])
         if not ctx.hx_given:
             dh0 = dc0 = None
         return (None, dx, dh0, dc0, *grads)
