@@ -88,10 +88,22 @@ class _Tape:
         self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
 
 
+# Attributes that the compiled layer's streaming plan (layers._CompiledLayer._fast_forward) is built from:
+# assigning any of them drops the plan, so it is rebuilt from the new values on the next call.
+_PLAN_ATTRS = frozenset({"input_size", "hidden_size", "proj_size", "num_layers", "bidirectional", "bias", "dtype",
+                         "_mode", "variant", "_weight_keys"})
+
+
 class RecurrentLayer:
     """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
 
     _mode = None
+    _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
+
+    def __setattr__(self, name, value):
+        if name in _PLAN_ATTRS:
+            self.__dict__.pop("_plan", None)
+        object.__setattr__(self, name, value)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0,
@@ -314,7 +326,17 @@ class RecurrentLayer:
         with self._lock:
             return self._forward(x, hx, lengths)
 
+    def _fast_forward(self, x, hx):
+        """The common call (x and hx already arrays of the right dtype, shape and layout, no lengths) without
+        the generic conversions, or None to take the general path. Subclasses may implement it; it must
+        accept only what the general path would accept unchanged, and never raise for bad input."""
+        return None
+
     def _forward(self, x, hx, lengths):
+        if lengths is None and type(x) is np.ndarray:
+            out = self._fast_forward(x, hx)
+            if out is not None:
+                return out
         given = x
         x = self._time_major_input(x)
         T, B, _ = x.shape
