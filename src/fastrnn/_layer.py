@@ -88,22 +88,35 @@ class _Tape:
         self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
 
 
-# Attributes that the compiled layer's streaming plan (layers._CompiledLayer._fast_forward) is built from:
-# assigning any of them drops the plan, so it is rebuilt from the new values on the next call.
-_PLAN_ATTRS = frozenset({"input_size", "hidden_size", "proj_size", "num_layers", "bidirectional", "bias", "dtype",
-                         "_mode", "variant", "_weight_keys"})
+class _DropsPlan:
+    """An attribute the compiled layers' streaming plan (layers._CompiledLayer._build_plan) is built from:
+    assigning it on an instance stores the value as usual and drops the plan, so the next call rebuilds it.
+    It defines only __set__, so reading the attribute goes straight to the instance's __dict__ (full speed)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __set__(self, obj, value):
+        d = obj.__dict__
+        d[self.name] = value
+        d.pop("_plan", None)
 
 
 class RecurrentLayer:
     """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
 
-    _mode = None
+    _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
     _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
-
-    def __setattr__(self, name, value):
-        if name in _PLAN_ATTRS:
-            self.__dict__.pop("_plan", None)
-        object.__setattr__(self, name, value)
+    input_size = _DropsPlan()
+    hidden_size = _DropsPlan()
+    proj_size = _DropsPlan()
+    num_layers = _DropsPlan()
+    bidirectional = _DropsPlan()
+    bias = _DropsPlan()
+    dtype = _DropsPlan()
+    variant = _DropsPlan()
+    batch_first = _DropsPlan()
+    _weight_keys = _DropsPlan()
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0,
@@ -324,6 +337,10 @@ class RecurrentLayer:
     def forward(self, x, hx=None, lengths=None):
         """Run the whole stack. Returns (y, hn); hn is (h_n, c_n) for LSTM."""
         with self._lock:
+            if lengths is None and type(x) is np.ndarray:  # the common call, without generic conversions
+                out = self._fast_forward(x, hx)
+                if out is not None:
+                    return out
             return self._forward(x, hx, lengths)
 
     def _fast_forward(self, x, hx):
@@ -333,10 +350,6 @@ class RecurrentLayer:
         return None
 
     def _forward(self, x, hx, lengths):
-        if lengths is None and type(x) is np.ndarray:
-            out = self._fast_forward(x, hx)
-            if out is not None:
-                return out
         given = x
         x = self._time_major_input(x)
         T, B, _ = x.shape

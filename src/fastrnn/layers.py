@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _kernels
 from . import _validation as V
-from ._grad_mode import is_grad_enabled
+from ._grad_mode import _state as _grad_state
 from ._layer import GATES, RecurrentLayer, _Tape, make_layer_classes
 
 _AUX_WIDTH = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 2, "gru": 1}  # extra tape columns, in units of H
@@ -72,57 +72,72 @@ class _CompiledLayer(RecurrentLayer):
 
     # ------------------------------------------------------------- fast path (streaming steps, issue 4)
     def _build_plan(self):
-        """What _fast_forward needs that does not change between calls: sizes and, per layer, per direction,
-        (state index, weight keys, reverse, first column of y). Keys only: the live arrays are read each call."""
+        """What _fast_forward needs that does not change between calls: options, sizes and, per layer and
+        direction, (state index, weight keys, reverse, first column of y). Keys only: the live arrays are
+        read on each call. Rebuilt whenever one of the attributes it comes from is assigned (_layer._DropsPlan)."""
+        if self.variant:
+            return (False,)
         D, P = self.num_directions, self.output_size
         widest = max(self.gate_size, self.input_size, P * D)
         # the largest T*B that _time_major_input's check_blas_size accepts (0: none, let the general path say so)
         max_rows = 0 if widest > V.BLAS_INT_MAX else min(V.BLAS_INT_MAX, 2**62 // widest)
         layers = tuple(tuple((layer * D + d, self._weight_keys[layer, d], bool(d), d * P) for d in range(D))
                        for layer in range(self.num_layers))
-        return (self.input_size, max_rows, self.num_layers * D, P, self.hidden_size, D, self._mode == "lstm", layers)
+        single = layers[0][0][1] if len(layers) == 1 and D == 1 else None  # the keys of the only direction
+        return (True, self.dtype, self.batch_first, self.input_size, max_rows, self.num_layers * D, P,
+                self.hidden_size, D, self._mode == "lstm", layers, single)
 
     def _fast_forward(self, x, hx):
         """RecurrentLayer._forward for x a C-contiguous ndarray of the layer's dtype and hx None or ndarray(s)
         of exactly the state's shape, dtype and layout: the same checks, no conversions. Returns None
         (the general path then runs, and raises what it raises) for anything else."""
-        if self.variant:
-            return None
         plan = self._plan
         if plan is None:
             plan = self._plan = self._build_plan()
-        input_size, max_rows, n_states, P, H, D, lstm, layers = plan
-        dt = self.dtype
+        if not plan[0]:  # a variant layer
+            return None
+        _, dt, batch_first, input_size, max_rows, n_states, P, H, D, lstm, layers, single = plan
         if x.dtype != dt or x.ndim != 3:
             return None
-        batch_first = self.batch_first
         if batch_first:
             x = x.transpose(1, 0, 2)
         T, B, I = x.shape
         if I != input_size or not T or not B or T * B > max_rows or not x.flags.c_contiguous:
             return None
+        h_shape = (n_states, B, P)
         if hx is None:
-            h0_all = np.zeros((n_states, B, P), dt)
+            h0_all = np.zeros(h_shape, dt)
             c0_all = np.zeros((n_states, B, H), dt) if lstm else None
         elif lstm:
             if type(hx) is not tuple or len(hx) != 2:
                 return None
             h0_all, c0_all = hx
-            if not (_exact(h0_all, (n_states, B, P), dt) and _exact(c0_all, (n_states, B, H), dt)):
+            if not (_exact(h0_all, h_shape, dt) and _exact(c0_all, (n_states, B, H), dt)):
                 return None
-        else:
-            if not _exact(hx, (n_states, B, P), dt):
-                return None
+        elif _exact(hx, h_shape, dt):
             h0_all, c0_all = hx, None
+        else:
+            return None
 
-        keep_tape = is_grad_enabled()
+        keep_tape = _grad_state.enabled
+        params = self.params
+        hn_all = np.empty(h_shape, dt)
+        cn_all = np.empty((n_states, B, H), dt) if lstm else None
+        if single is not None and not keep_tape:  # one layer, one direction, inference: the streaming step
+            k_ih, k_hh, k_bih, k_bhh, k_hr = single
+            y = np.empty((T, B, P), dt)
+            # the kernels read only the data pointers of states: the (1, B, P) arrays serve as (B, P)
+            _kernels.forward(self._mode, x, h0_all, c0_all, params[k_ih], params[k_hh],
+                             None if k_hr is None else params[k_hr], None if k_bih is None else params[k_bih],
+                             None if k_bhh is None else params[k_bhh], None, False, H, y, P, hn_all, cn_all,
+                             None, None, None)
+            self._tape = None
+            return (y.transpose(1, 0, 2) if batch_first else y), ((hn_all, cn_all) if lstm else hn_all)
+
         if keep_tape:  # a private x, as in the general path (x is the caller's array here)
             x = x.copy()
         tape = _Tape(None, x.shape, batch_first, hx is not None) if keep_tape else None
-        hn_all = np.empty((n_states, B, P), dt)
-        cn_all = np.empty((n_states, B, H), dt) if lstm else None
-        params, mode, width = self.params, self._mode, P * D
-        single = n_states == 1
+        mode, width = self._mode, P * D
         layer_input = x
         for layer, directions in enumerate(layers):
             mask = None
@@ -134,21 +149,16 @@ class _CompiledLayer(RecurrentLayer):
             direction_tapes = []
             for idx, keys, reverse, col in directions:
                 k_ih, k_hh, k_bih, k_bhh, k_hr = keys
-                w_ih, w_hh = params[k_ih], params[k_hh]
-                b_ih = None if k_bih is None else params[k_bih]
-                b_hh = None if k_bhh is None else params[k_bhh]
-                w_hr = None if k_hr is None else params[k_hr]
-                # the kernels read only the data pointers of states: with one state, the (1, B, P) arrays serve
-                if single:
-                    h0, c0, hn, cn = h0_all, c0_all, hn_all, cn_all
-                else:
-                    h0, hn = h0_all[idx], hn_all[idx]
-                    c0, cn = (c0_all[idx], cn_all[idx]) if lstm else (None, None)
+                weights = (params[k_ih], params[k_hh], None if k_bih is None else params[k_bih],
+                           None if k_bhh is None else params[k_bhh], None if k_hr is None else params[k_hr])
+                h0, hn = h0_all[idx], hn_all[idx]
+                c0, cn = (c0_all[idx], cn_all[idx]) if lstm else (None, None)
                 y_out = y if D == 1 else y[:, :, col:col + P]
                 if keep_tape:
-                    direction_tapes.append(self._run_direction(
-                        layer_input, h0, c0, (w_ih, w_hh, b_ih, b_hh, w_hr), None, reverse, y_out, width, hn, cn, True))
+                    direction_tapes.append(self._run_direction(layer_input, h0, c0, weights, None, reverse, y_out,
+                                                               width, hn, cn, True))
                 else:
+                    w_ih, w_hh, b_ih, b_hh, w_hr = weights
                     _kernels.forward(mode, layer_input, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, None, reverse,
                                      H, y_out, width, hn, cn, None, None, None)
             if tape is not None:
