@@ -93,7 +93,8 @@ def test_stream_matches_one_call(mode, dtype, batch, with_hx, grad):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},
-                                    {"num_layers": 2, "bidirectional": True, "bias": False}])
+                                    {"num_layers": 2, "bidirectional": True, "bias": False},
+                                    {"num_layers": 3, "dropout": 0.4}])  # the same dropout draws
 def test_fast_path_matches_general_path(mode, kwargs):
     rng = np.random.default_rng(1)
     fast, slow = make(mode, np.float32, **kwargs), general_only(make(mode, np.float32, **kwargs))
@@ -206,6 +207,32 @@ def test_inputs_off_the_fast_path_still_work(mode):
             for a, b in zip(states(hn), states(hn2)):
                 np.testing.assert_array_equal(a, b)
     assert taken == [1]  # none of those took the fast path
+
+
+@pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU])
+def test_variant_layers_take_the_general_path(cls):
+    layer = cls(5, 7, seed=0, layer_norm=True)
+    taken = counting(layer)
+    with fastrnn.no_grad():
+        y, _ = layer(np.ones((2, 1, 5), np.float32))
+    assert taken == [] and y.shape == (2, 1, 7)
+
+
+def test_no_grad_nests_and_decorates():
+    @fastrnn.no_grad()
+    def inside(depth):
+        assert not fastrnn.is_grad_enabled()
+        if depth:
+            inside(depth - 1)
+        assert not fastrnn.is_grad_enabled()
+
+    inside(3)
+    assert fastrnn.is_grad_enabled()
+    with fastrnn.no_grad():
+        with fastrnn.no_grad():
+            pass
+        assert not fastrnn.is_grad_enabled()
+    assert fastrnn.is_grad_enabled()
 
 
 def test_plan_follows_attribute_changes():
