@@ -88,10 +88,35 @@ class _Tape:
         self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
 
 
+class _DropsPlan:
+    """An attribute the compiled layers' streaming plan (layers._CompiledLayer._build_plan) is built from:
+    assigning it on an instance stores the value as usual and drops the plan, so the next call rebuilds it.
+    It defines only __set__, so reading the attribute goes straight to the instance's __dict__ (full speed)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __set__(self, obj, value):
+        d = obj.__dict__
+        d[self.name] = value
+        d.pop("_plan", None)
+
+
 class RecurrentLayer:
     """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
 
-    _mode = None
+    _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
+    _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
+    input_size = _DropsPlan()
+    hidden_size = _DropsPlan()
+    proj_size = _DropsPlan()
+    num_layers = _DropsPlan()
+    bidirectional = _DropsPlan()
+    bias = _DropsPlan()
+    dtype = _DropsPlan()
+    variant = _DropsPlan()
+    batch_first = _DropsPlan()
+    _weight_keys = _DropsPlan()
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0,
@@ -312,7 +337,17 @@ class RecurrentLayer:
     def forward(self, x, hx=None, lengths=None):
         """Run the whole stack. Returns (y, hn); hn is (h_n, c_n) for LSTM."""
         with self._lock:
+            if lengths is None and type(x) is np.ndarray:  # the common call, without generic conversions
+                out = self._fast_forward(x, hx)
+                if out is not None:
+                    return out
             return self._forward(x, hx, lengths)
+
+    def _fast_forward(self, x, hx):
+        """The common call (x and hx already arrays of the right dtype, shape and layout, no lengths) without
+        the generic conversions, or None to take the general path. Subclasses may implement it; it must
+        accept only what the general path would accept unchanged, and never raise for bad input."""
+        return None
 
     def _forward(self, x, hx, lengths):
         given = x

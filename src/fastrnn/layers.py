@@ -6,7 +6,9 @@ this file only allocates the outputs and the tape and hands them over.
 import numpy as np
 
 from . import _kernels
-from ._layer import GATES, RecurrentLayer, make_layer_classes
+from . import _validation as V
+from ._grad_mode import _state as _grad_state
+from ._layer import GATES, RecurrentLayer, _Tape, make_layer_classes
 
 _AUX_WIDTH = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 2, "gru": 1}  # extra tape columns, in units of H
 
@@ -30,6 +32,12 @@ def _row_stride(view):
     return stride // item
 
 
+def _exact(arr, shape, dtype):
+    """arr is already what the general path's state check would make of it, unchanged: an ndarray of
+    exactly this shape and dtype, C-contiguous."""
+    return type(arr) is np.ndarray and arr.dtype == dtype and arr.shape == shape and arr.flags.c_contiguous
+
+
 class _CompiledLayer(RecurrentLayer):
     _skips_input_grad = True  # the backward kernel takes dx = NULL
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape,
@@ -37,11 +45,15 @@ class _CompiledLayer(RecurrentLayer):
         if variant is not None:
             return self._variant_forward_direction(x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out,
                                                    keep_tape, variant)
+        ldy = _row_stride(y_out)
+        assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
+        return self._run_direction(x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape)
+
+    def _run_direction(self, x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape):
+        """_forward_direction once y_out's row stride ldy is known and x checked (C-contiguous, layer dtype)."""
         w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
-        ldy = _row_stride(y_out)
-        assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
         gates = h_prev = aux = None
         if keep_tape:  # the kernels keep only valid (t, b) rows, packed (see csrc/loop_support.h)
             rows = T * B if lengths is None else int(lengths.sum())
@@ -57,6 +69,106 @@ class _CompiledLayer(RecurrentLayer):
         # raises in that case; we keep private copies, cheap next to the step's work; x is already ours)
         return (x, w_ih.copy(), w_hh.copy(), None if w_hr is None else w_hr.copy(), lengths, reverse,
                 gates, h_prev, aux)
+
+    # ------------------------------------------------------------- fast path (streaming steps, issue 4)
+    def _build_plan(self):
+        """What _fast_forward needs that does not change between calls: options, sizes and, per layer and
+        direction, (state index, weight keys, reverse, first column of y). Keys only: the live arrays are
+        read on each call. Rebuilt whenever one of the attributes it comes from is assigned (_layer._DropsPlan)."""
+        if self.variant:
+            return (False,)
+        D, P = self.num_directions, self.output_size
+        widest = max(self.gate_size, self.input_size, P * D)
+        # the largest T*B that _time_major_input's check_blas_size accepts (0: none, let the general path say so)
+        max_rows = 0 if widest > V.BLAS_INT_MAX else min(V.BLAS_INT_MAX, 2**62 // widest)
+        layers = tuple(tuple((layer * D + d, self._weight_keys[layer, d], bool(d), d * P) for d in range(D))
+                       for layer in range(self.num_layers))
+        single = layers[0][0][1] if len(layers) == 1 and D == 1 else None  # the keys of the only direction
+        return (True, self.dtype, self.batch_first, self.input_size, max_rows, self.num_layers * D, P,
+                self.hidden_size, D, self._mode == "lstm", layers, single)
+
+    def _fast_forward(self, x, hx):
+        """RecurrentLayer._forward for x a C-contiguous ndarray of the layer's dtype and hx None or ndarray(s)
+        of exactly the state's shape, dtype and layout: the same checks, no conversions. Returns None
+        (the general path then runs, and raises what it raises) for anything else."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._build_plan()
+        if not plan[0]:  # a variant layer
+            return None
+        _, dt, batch_first, input_size, max_rows, n_states, P, H, D, lstm, layers, single = plan
+        if x.dtype != dt or x.ndim != 3:
+            return None
+        if batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B, I = x.shape
+        if I != input_size or not T or not B or T * B > max_rows or not x.flags.c_contiguous:
+            return None
+        h_shape = (n_states, B, P)
+        if hx is None:
+            h0_all = np.zeros(h_shape, dt)
+            c0_all = np.zeros((n_states, B, H), dt) if lstm else None
+        elif lstm:
+            if type(hx) is not tuple or len(hx) != 2:
+                return None
+            h0_all, c0_all = hx
+            if not (_exact(h0_all, h_shape, dt) and _exact(c0_all, (n_states, B, H), dt)):
+                return None
+        elif _exact(hx, h_shape, dt):
+            h0_all, c0_all = hx, None
+        else:
+            return None
+
+        keep_tape = _grad_state.enabled
+        params = self.params
+        hn_all = np.empty(h_shape, dt)
+        cn_all = np.empty((n_states, B, H), dt) if lstm else None
+        if single is not None and not keep_tape:  # one layer, one direction, inference: the streaming step
+            k_ih, k_hh, k_bih, k_bhh, k_hr = single
+            y = np.empty((T, B, P), dt)
+            # the kernels read only the data pointers of states: the (1, B, P) arrays serve as (B, P)
+            _kernels.forward(self._mode, x, h0_all, c0_all, params[k_ih], params[k_hh],
+                             None if k_hr is None else params[k_hr], None if k_bih is None else params[k_bih],
+                             None if k_bhh is None else params[k_bhh], None, False, H, y, P, hn_all, cn_all,
+                             None, None, None)
+            self._tape = None
+            return (y.transpose(1, 0, 2) if batch_first else y), ((hn_all, cn_all) if lstm else hn_all)
+
+        if keep_tape:  # a private x, as in the general path (x is the caller's array here)
+            x = x.copy()
+        tape = _Tape(None, x.shape, batch_first, hx is not None) if keep_tape else None
+        mode, width = self._mode, P * D
+        layer_input = x
+        for layer, directions in enumerate(layers):
+            mask = None
+            if layer > 0 and self.training and self.dropout > 0:  # same draws, same order as the general path
+                keep = 1.0 - self.dropout
+                mask = (self._dropout_rng.random(layer_input.shape) < keep).astype(dt) / dt.type(keep)
+                layer_input = layer_input * mask
+            y = np.empty((T, B, width), dt)
+            direction_tapes = []
+            for idx, keys, reverse, col in directions:
+                k_ih, k_hh, k_bih, k_bhh, k_hr = keys
+                weights = (params[k_ih], params[k_hh], None if k_bih is None else params[k_bih],
+                           None if k_bhh is None else params[k_bhh], None if k_hr is None else params[k_hr])
+                h0, hn = h0_all[idx], hn_all[idx]
+                c0, cn = (c0_all[idx], cn_all[idx]) if lstm else (None, None)
+                y_out = y if D == 1 else y[:, :, col:col + P]
+                if keep_tape:
+                    direction_tapes.append(self._run_direction(layer_input, h0, c0, weights, None, reverse, y_out,
+                                                               width, hn, cn, True))
+                else:
+                    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+                    _kernels.forward(mode, layer_input, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, None, reverse,
+                                     H, y_out, width, hn, cn, None, None, None)
+            if tape is not None:
+                tape.layers.append(direction_tapes)
+                if layer > 0:
+                    tape.dropout_masks.append(mask)
+            layer_input = y
+        self._tape = tape
+        y = layer_input.transpose(1, 0, 2) if batch_first else layer_input
+        return y, ((hn_all, cn_all) if lstm else hn_all)
 
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
                             variant_grads=None):

@@ -1,0 +1,247 @@
+"""Streaming steps (issue 4): one step at a time, the returned state fed into the next call.
+
+The compiled layers take a fast path for this call (layers._CompiledLayer._fast_forward): x and hx already
+arrays of the layer's dtype, shape and layout, no lengths. These tests hold it to the general path: the
+same numbers, parameters read fresh on every call, and the same errors for anything it does not take."""
+import numpy as np
+import pytest
+
+import fastrnn
+
+STEPS = 200
+MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+
+def make(mode, dtype, **kwargs):
+    if mode.startswith("rnn"):
+        return fastrnn.RNN(5, 7, nonlinearity=mode[4:], dtype=dtype, seed=3, **kwargs)
+    return {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[mode](5, 7, dtype=dtype, seed=3, **kwargs)
+
+
+def general_only(layer):
+    """The same layer with the fast path switched off (every call takes the general path)."""
+    layer._fast_forward = lambda x, hx: None
+    return layer
+
+
+def counting(layer):
+    """Count the calls the fast path takes (returns something for)."""
+    taken = []
+    fast = layer._fast_forward
+
+    def wrapped(x, hx):
+        out = fast(x, hx)
+        if out is not None:
+            taken.append(1)
+        return out
+
+    layer._fast_forward = wrapped
+    return taken
+
+
+def random_state(rng, layer, batch, dtype):
+    n = layer.num_layers * layer.num_directions
+    h = (0.5 * rng.standard_normal((n, batch, layer.output_size))).astype(dtype)
+    if isinstance(layer, fastrnn.LSTM):
+        return h, (0.5 * rng.standard_normal((n, batch, layer.hidden_size))).astype(dtype)
+    return h
+
+
+def stream(layer, x, hx):
+    """Feed x one step at a time, the returned state into the next call; y stacked, final state."""
+    ys = []
+    for t in range(x.shape[0]):
+        y, hx = layer(x[t:t + 1], hx)
+        ys.append(y)
+    return np.concatenate(ys), hx
+
+
+def states(hn):
+    return hn if isinstance(hn, tuple) else (hn,)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_stream_matches_one_call(mode, dtype, batch, with_hx, grad):
+    rng = np.random.default_rng(7)
+    layer = make(mode, dtype)
+    taken = counting(layer)
+    x = rng.standard_normal((STEPS, batch, 5)).astype(dtype)
+    hx = random_state(rng, layer, batch, dtype) if with_hx else None
+    if grad:
+        y_s, hn_s = stream(layer, x, hx)
+    else:
+        with fastrnn.no_grad():
+            y_s, hn_s = stream(layer, x, hx)
+    assert len(taken) == STEPS  # every step took the fast path
+    # one call over the whole sequence (general path, no_grad) gives the same numbers, bit for bit
+    reference = general_only(make(mode, dtype))
+    with fastrnn.no_grad():
+        y_all, hn_all = reference(x, hx)
+    np.testing.assert_array_equal(y_s, y_all)
+    for a, b in zip(states(hn_s), states(hn_all)):
+        np.testing.assert_array_equal(a, b)
+    # and so does stepping through the general path
+    y_g, hn_g = stream(general_only(make(mode, dtype)), x, hx)
+    np.testing.assert_array_equal(y_s, y_g)
+    for a, b in zip(states(hn_s), states(hn_g)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},
+                                    {"num_layers": 2, "bidirectional": True, "bias": False},
+                                    {"num_layers": 3, "dropout": 0.4}])  # the same dropout draws
+def test_fast_path_matches_general_path(mode, kwargs):
+    rng = np.random.default_rng(1)
+    fast, slow = make(mode, np.float32, **kwargs), general_only(make(mode, np.float32, **kwargs))
+    taken = counting(fast)
+    hx = random_state(rng, fast, 3, np.float32)
+    # batch_first: one step, so the time-major view of (B, 1, I) is contiguous (more steps: general path)
+    x = rng.standard_normal((4, 3, 5) if not fast.batch_first else (3, 1, 5)).astype(np.float32)
+    for layer in (fast, slow):
+        layer.zero_grad()
+    outs = []
+    for layer in (fast, slow):
+        y, hn = layer(x, hx)
+        dy = np.ones_like(y)
+        dx, dhx = layer.backward(dy, None)
+        outs.append((y, *states(hn), dx, *states(dhx), *layer.grads.values()))
+    assert taken == [1]
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_in_place_parameter_changes_are_seen(mode):
+    rng = np.random.default_rng(2)
+    layer, twin = make(mode, np.float32), general_only(make(mode, np.float32))
+    taken = counting(layer)
+    x = rng.standard_normal((1, 1, 5)).astype(np.float32)
+    hx = hx_twin = None
+    with fastrnn.no_grad():
+        for step in range(6):
+            for target in (layer, twin):  # the same in-place change to both, between steps
+                target.params["weight_hh_l0"] *= 0.9
+                target.params["bias_ih_l0"] += 0.01 * step
+                target.params["weight_ih_l0"][0, 0] = step
+            y, hx = layer(x, hx)
+            y_twin, hx_twin = twin(x, hx_twin)
+            np.testing.assert_array_equal(y, y_twin)
+        # a replaced array (checked by params.__setitem__) is read too
+        for target in (layer, twin):
+            target.params["weight_hh_l0"] = np.zeros_like(target.params["weight_hh_l0"])
+        y, _ = layer(x, hx)
+        y_twin, _ = twin(x, hx_twin)
+        np.testing.assert_array_equal(y, y_twin)
+    assert len(taken) == 7
+
+
+def bad_calls(layer):
+    """(x, hx) pairs with something wrong, each close to a streaming call."""
+    B, n, P = 2, layer.num_layers * layer.num_directions, layer.output_size
+    dt = layer.dtype
+    x = np.zeros((1, B, layer.input_size), dt)
+    h = np.zeros((n, B, P), dt)
+    lstm = isinstance(layer, fastrnn.LSTM)
+    good = (h, h.copy()) if lstm else h
+
+    def hx_with(value):
+        return (value, h.copy()) if lstm else value
+
+    yield x[:, :, :-1], good                          # wrong input_size
+    yield x[0], good                                  # wrong rank
+    yield np.zeros((0, B, layer.input_size), dt), None  # no time step
+    yield np.zeros((1, 0, layer.input_size), dt), None  # no sequence
+    yield x.astype(np.complex64), good                # not real
+    yield x.astype(bool), good                        # not numbers
+    yield x, hx_with(np.zeros((n, B + 1, P), dt))     # state for another batch
+    yield x, hx_with(np.zeros((n, B, P + 1), dt))     # wrong state size
+    yield x, hx_with(np.zeros((B, P), dt))            # wrong state rank
+    yield x, hx_with(np.zeros((n, B, P), np.complex128))  # complex state
+    yield x, hx_with("state")                         # not an array
+    yield x, (h, h)[:1] if lstm else (h,)             # tuple of the wrong length / a tuple for RNN and GRU
+    if lstm:
+        yield x, h                                    # one array for an LSTM
+        yield x, (h, np.zeros((n, B, P + 1), dt))     # wrong c0
+        yield x, [h, h.copy(), h]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("grad", [False, True])
+def test_bad_inputs_raise_the_same_errors(mode, grad):
+    layer, slow = make(mode, np.float32), general_only(make(mode, np.float32))
+    for x, hx in bad_calls(layer):
+        errors = []
+        for target in (layer, slow):
+            with pytest.raises((ValueError, TypeError)) as info:
+                if grad:
+                    target(x, hx)
+                else:
+                    with fastrnn.no_grad():
+                        target(x, hx)
+            errors.append((type(info.value), str(info.value)))
+        assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inputs_off_the_fast_path_still_work(mode):
+    """Other dtypes, layouts and array-likes take the general path and give the same numbers."""
+    rng = np.random.default_rng(4)
+    layer = make(mode, np.float32)
+    taken = counting(layer)
+    x = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    hx = random_state(rng, layer, 2, np.float32)
+    with fastrnn.no_grad():
+        y, hn = layer(x, hx)
+        assert taken == [1]
+        hx64 = tuple(a.astype(np.float64) for a in hx) if isinstance(hx, tuple) else hx.astype(np.float64)
+        fortran = np.asfortranarray(x)
+        for x_in, hx_in in ((x.astype(np.float64), hx), (x, hx64), (fortran, hx), (x.tolist(), hx),
+                            (x, list(hx) if isinstance(hx, tuple) else hx.tolist())):
+            y2, hn2 = layer(x_in, hx_in)
+            np.testing.assert_array_equal(y, y2)
+            for a, b in zip(states(hn), states(hn2)):
+                np.testing.assert_array_equal(a, b)
+    assert taken == [1]  # none of those took the fast path
+
+
+@pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU])
+def test_variant_layers_take_the_general_path(cls):
+    layer = cls(5, 7, seed=0, layer_norm=True)
+    taken = counting(layer)
+    with fastrnn.no_grad():
+        y, _ = layer(np.ones((2, 1, 5), np.float32))
+    assert taken == [] and y.shape == (2, 1, 7)
+
+
+def test_no_grad_nests_and_decorates():
+    @fastrnn.no_grad()
+    def inside(depth):
+        assert not fastrnn.is_grad_enabled()
+        if depth:
+            inside(depth - 1)
+        assert not fastrnn.is_grad_enabled()
+
+    inside(3)
+    assert fastrnn.is_grad_enabled()
+    with fastrnn.no_grad():
+        with fastrnn.no_grad():
+            pass
+        assert not fastrnn.is_grad_enabled()
+    assert fastrnn.is_grad_enabled()
+
+
+def test_plan_follows_attribute_changes():
+    layer = fastrnn.GRU(5, 7, seed=0)
+    x = np.zeros((1, 1, 5), np.float32)
+    with fastrnn.no_grad():
+        layer(x)
+        assert layer._plan is not None
+        layer.bias = layer.bias  # any attribute the plan is built from drops it
+        assert layer._plan is None
+        layer(x)
+        assert layer._plan is not None
