@@ -535,7 +535,8 @@ def test_trains_under_distributed_data_parallel_gloo(tmp_path):
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=300)  # generous: two torch imports on a busy 2-core machine[0].decode(errors="replace"))
+            # generous: two torch imports on a busy 2-core machine
+            outputs.append(proc.communicate(timeout=300)[0].decode(errors="replace"))
     finally:
         for proc in procs:
             if proc.poll() is None:
