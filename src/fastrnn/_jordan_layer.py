@@ -33,13 +33,12 @@ their gradients are ignored; padded steps come after every valid one, so they ne
 step (the network is causal).
 """
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
 from . import _validation as V
 from ._grad_mode import is_grad_enabled
-from ._layer import _Arrays, _positive_int
+from ._layer import ParameterHolder, _Arrays, _positive_int
 
 ACTIVATIONS = ("tanh", "relu")
 OUTPUTS = ("linear", "softmax")
@@ -53,7 +52,7 @@ class _JordanTape:
         self.__dict__.update(fields)
 
 
-class JordanLayer:
+class JordanLayer(ParameterHolder):
     """Base of the compiled and the reference JordanRNN; subclasses run the sequence."""
 
     def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", output="linear",
@@ -72,13 +71,7 @@ class JordanLayer:
         self.nonlinearity, self.output, self.feedback = nonlinearity, output, feedback
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        self.dtype = dt
+        self.dtype = V.float_dtype(dtype)
         self.training = True
         self._tape = None
         self._lock = threading.RLock()
@@ -108,24 +101,6 @@ class JordanLayer:
     def _weights(self, store):
         """(w_ih, w_oh, b_h, w_ho, b_o) from params or grads; biases None without bias."""
         return tuple(store.get(k) for k in ("weight_ih", "weight_oh", "bias_h", "weight_ho", "bias_o"))
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self):
-        return OrderedDict((k, v.copy()) for k, v in self.params.items())
-
-    def load_state_dict(self, state_dict):
-        """Every key, shape and dtype is checked before anything is written."""
-        V.load_arrays_in_place(self.params, state_dict)
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     # ----------------------------------------------------------------- argument checks
     def _time_major(self, arr):

@@ -102,7 +102,29 @@ class _DropsPlan:
         d.pop("_plan", None)
 
 
-class RecurrentLayer:
+class ParameterHolder:
+    """What every layer with ``params`` / ``grads`` (_Arrays) and a ``training`` flag offers."""
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def state_dict(self):
+        return OrderedDict((k, v.copy()) for k, v in self.params.items())
+
+    def load_state_dict(self, state_dict):
+        """Load (torch-keyed) weights; every key, shape and dtype is checked before anything is written."""
+        V.load_arrays_in_place(self.params, state_dict)
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+class RecurrentLayer(ParameterHolder):
     """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
 
     _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
@@ -138,13 +160,7 @@ class RecurrentLayer:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
         self._set_variants(layer_norm, peephole, recurrent_dropout, zoneout, reset_after)
-        try:
-            dt = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        self.dtype = dt
+        self.dtype = V.float_dtype(dtype)
         self.training = True
         self._tape = None
         # forward and backward of one layer run one at a time (they share the tape and add into grads);
@@ -271,24 +287,6 @@ class RecurrentLayer:
         return {"layer_norm": self.layer_norm, "peephole": self.peephole, "reset_after": self.reset_after,
                 "params": self._variant_arrays(self.params, layer, direction), "rd_mask": rd_mask,
                 "zoneout": 0.0 if zh is not None else self.zoneout, "zh": zh, "zc": zc}
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self):
-        return OrderedDict((k, v.copy()) for k, v in self.params.items())
-
-    def load_state_dict(self, state_dict):
-        """Load torch-keyed weights; every key, shape and dtype is checked before anything is written."""
-        V.load_arrays_in_place(self.params, state_dict)
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     # ----------------------------------------------------------------- forward
     def __call__(self, x, hx=None, lengths=None):

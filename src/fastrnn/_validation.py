@@ -80,3 +80,14 @@ def load_arrays_in_place(targets, state_dict):
         converted[name] = arr
     for name, arr in converted.items():
         targets[name][...] = arr
+
+
+def float_dtype(dtype):
+    """``dtype`` as a NumPy dtype, which must be float32 or float64 (the dtypes the kernels run)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt

@@ -21,16 +21,6 @@ from ._grad_mode import is_grad_enabled
 __all__ = ["Module", "Embedding", "Linear", "CrossEntropyLoss", "MSELoss"]
 
 
-def _float_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _matmul(a, b, trans_a=False, trans_b=False, out=None, accumulate=False):
     """op(a) @ op(b) on fastrnn's threads (the kernels' GEMM tiling) rather than NumPy's BLAS pool,
     which would spin against them on the same cores; into ``out`` (added when ``accumulate``)."""
@@ -74,7 +64,7 @@ class Module:
     """
 
     def __init__(self, dtype=np.float32):
-        self.dtype = _float_dtype(dtype)
+        self.dtype = V.float_dtype(dtype)
         self.training = True
         self._params = OrderedDict()
         self._grads = OrderedDict()
