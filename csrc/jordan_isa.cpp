@@ -2,26 +2,10 @@
 // kernels_isa.cpp (same flags, same anonymous-namespace scheme); jordan.cpp picks the build that
 // fastrnn.cpp chose for the other kernels.
 #include <math.h>
-#include <stdint.h>
-#include <sched.h>
-#include <stdlib.h>
 
 #include <cmath>
-#include <type_traits>
 
-#include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "fastrnn.h"
-
-#ifndef FASTRNN_ISA
-#error "FASTRNN_ISA must name the build (avx512, avx2, baseline)"
-#endif
-#define FASTRNN_CONCAT2(a, b) a##b
-#define FASTRNN_CONCAT(a, b) FASTRNN_CONCAT2(a, b)
-#define FASTRNN_ENTRY(name) FASTRNN_CONCAT(name, FASTRNN_CONCAT(_, FASTRNN_ISA))
+#include "isa_build.h"
 
 namespace {
 #include "simd.h"

@@ -2,25 +2,7 @@
 // baseline), each with its own FASTRNN_ISA name, vector width and compiler flags; fastrnn.cpp picks
 // one at run time. Everything below lives in an anonymous namespace so the builds cannot share (and
 // silently swap) inline code; only the two entry points carry the ISA's name.
-#include <stdint.h>
-#include <sched.h>
-#include <stdlib.h>
-
-#include <type_traits>
-
-#include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "fastrnn.h"
-
-#ifndef FASTRNN_ISA
-#error "FASTRNN_ISA must name the build (avx512, avx2, baseline)"
-#endif
-#define FASTRNN_CONCAT2(a, b) a##b
-#define FASTRNN_CONCAT(a, b) FASTRNN_CONCAT2(a, b)
-#define FASTRNN_ENTRY(name) FASTRNN_CONCAT(name, FASTRNN_CONCAT(_, FASTRNN_ISA))
+#include "isa_build.h"
 
 namespace {
 #include "simd.h"
