@@ -50,6 +50,13 @@ typedef struct {
      * aux:    LSTM (T, B, 2H) [c_{t-1}, tanh(c_t)]; GRU (T, B, H) W_hn h_{t-1} + b_hn; RNN unused */
     void *gates, *h_prev, *aux;
     int num_threads;
+    /* Token input (an embedding feeding the first layer, DESIGN.md section 4): when tokens != NULL, step t
+     * of row b reads the input projection W_ih x_t from row tokens[t, b] of token_table instead of
+     * multiplying x by W_ih, and x and w_ih are not read. tokens (T, B) in 0..V-1 (read only within
+     * lengths); token_table (V, G*H) = embedding W_ih^T, made by the caller (a V x E x G*H product, far
+     * smaller than the T*B x I x G*H one it replaces). input_size is then the embedding size E. */
+    const int64_t *tokens;
+    const void *token_table;
 } fastrnn_forward_args;
 
 typedef struct {
@@ -74,6 +81,11 @@ typedef struct {
     void *dw_hr;            /* ADDED INTO (P, H) when proj_size > 0 */
     void *db_ih, *db_hh;    /* ADDED INTO (G*H) each, or NULL */
     int num_threads;
+    /* Token input (as in forward): when tokens != NULL, x, w_ih, dx and dw_ih are not used; instead each
+     * valid row's gradient w.r.t. its input projection is ADDED INTO row tokens[t, b] of d_table (V, G*H),
+     * rows in a fixed order. The caller forms dw_ih += d_table^T embedding and d_embedding += d_table w_ih. */
+    const int64_t *tokens;
+    void *d_table;
 } fastrnn_backward_args;
 
 int fastrnn_forward(const fastrnn_forward_args *args);

@@ -6,7 +6,8 @@
 //            without a projection the cell's backward elementwise follows in the same item.
 //   phase 2 (LSTM with proj_size only): d(o * tanh c_t) = dh_t W_hr, then the cell's backward.
 //   after the loop: dW_ih += dG^T x, dW_hh += dG^T h_prev (, dW_hr += dh^T h_raw), dx = dG W_ih,
-//   one GEMM each over all valid rows, and the bias gradients as column sums in a fixed order.
+//   one GEMM each over all valid rows, and the bias gradients as column sums in a fixed order; with
+//   token input, the input-side gradient rows are summed per token into d_table instead of dW_ih and dx.
 // The tape is in RowOrder's packed layout (valid rows only); dy and dx are (T, B, .) as the user sees them.
 // The forward tape's gates (and GRU's aux) are overwritten in place with the gate gradients.
 
@@ -130,6 +131,23 @@ template <typename T> void add_column_sums(T *out, const T *m, int64_t rows, int
     }
 }
 
+// Token input: d_table[tokens[t, b]][c] += m[packed row of (t, b)][c] for the valid rows, in (t, then perm) order
+// for every column, whatever the thread count (threads own column blocks).
+template <typename T> void add_rows_by_token(T *d_table, int64_t ld_table, const T *m, int64_t ld, int64_t cols,
+                                             const int64_t *tokens, const RowOrder &order, int64_t T_steps,
+                                             int64_t B, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+        const int64_t c1 = imin(cols, c0 + 64);
+        for (int64_t t = 0; t < T_steps; ++t)
+            for (int64_t i = 0; i < order.active_rows(t); ++i) {
+                T *dst = d_table + tokens[t * B + order.perm.data[i]] * ld_table;
+                const T *src = m + (order.offset.data[t] + i) * ld;
+                for (int64_t c = c0; c < c1; ++c) dst[c] += src[c];
+            }
+    }
+}
+
 template <typename T, class Cell, int NB> int layer_backward_blocked(const fastrnn_backward_args &a) {
     const int G = Cell::G;
     const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
@@ -173,6 +191,25 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
     T beta_dx = a.accumulate_dx ? T(1) : T(0);
     const bool want_dx = a.dx != nullptr;  // NULL: the caller needs no input gradient (one GEMM saved)
+    parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
+    if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
+    if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
+    if (a.tokens) {  // token input: the input-side gradient rows go to d_table; dw_ih and dx are the caller's
+        T *d_table = (T *)a.d_table;
+        if (Cell::has_direct_path) {  // GRU: [dr, dz] from gates, dn from aux
+            const int64_t H2 = GH - H;
+            add_rows_by_token(d_table, GH, d_hh, GH, H2, a.tokens, order, T_steps, B, nt);
+            add_rows_by_token(d_table + H2, GH, (const T *)a.aux, H, H, a.tokens, order, T_steps, B, nt);
+            if (a.db_ih) {
+                add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, nt);
+                add_column_sums((T *)a.db_ih + H2, (const T *)a.aux, rows, H, H, nt);
+            }
+        } else {
+            add_rows_by_token(d_table, GH, d_hh, GH, GH, a.tokens, order, T_steps, B, nt);
+            if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
+        }
+        return FASTRNN_OK;
+    }
     Buffer<T> x_packed, dx_packed;
     if (order.ragged) {  // the GEMMs see only valid rows: gather x, compute dx packed, scatter it at the end
         if (!x_packed.allocate(rows * I) || (want_dx && !dx_packed.allocate(rows * I))) return FASTRNN_ERR_NOMEM;
@@ -181,9 +218,6 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
         dx = dx_packed.data;
         beta_dx = T(0);
     }
-    parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
-    if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
-    if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
     if (Cell::has_direct_path) {  // GRU: [dr, dz] shared, n differs between the input and recurrent sides
         const int64_t H2 = GH - H;
         const T *d_n = (const T *)a.aux;

@@ -3,7 +3,8 @@
 // loop_support.h); its twin is layer_backward.h.
 //
 // Work plan (DESIGN.md section 4):
-//   gates = x W_ih^T: one GEMM over all valid (t, b) rows, before the loop (padded ones are skipped).
+//   gates = x W_ih^T: one GEMM over all valid (t, b) rows, before the loop (padded ones are skipped);
+//     with token input the loop reads each row's x W_ih^T from token_table instead (no GEMM).
 //   each step, phase 1: h_{t-1} W_hh^T fused with the biases, the gate nonlinearities and the state
 //     update; items = (block of rows) x (panel of hidden units, all gates of a unit in one item).
 //   each step, phase 2 (LSTM with proj_size only): h_t = (o * tanh c_t) W_hr^T.
@@ -34,6 +35,8 @@ template <typename T, class Cell> struct ForwardLoop {
     T *hh;                                             // (B, G*H): h_{t-1} W_hh^T, direct path only
     bool direct;                                       // short sequences: one BLAS product per step, no packing
     T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
+    const int64_t *tokens;                            // token input: x W_ih^T of (t, b) is token_table's row
+    const T *token_table;                             // tokens[t * B + b] (NULL: it is the row of gates)
     T *h_state[2];                                    // (B, P) each: step s reads [s & 1], writes [(s+1) & 1]
 
     int64_t time_of(int64_t s, int64_t b) const { return reverse ? order->lengths.data[b] - 1 - s : s; }
@@ -71,11 +74,12 @@ template <typename T, class Cell> struct ForwardLoop {
             for (int g = 0; g < G; ++g) bx[g] = load(bias_x + g * Hp + j);
             const V b_hn = Cell::has_direct_path ? load(bias_hn + j) : V{};
             for (int r = 0; r < R; ++r) {
-                const int64_t b = rows[r], row = order->packed(time_of(s, b), b);
-                T *gate_row = gates + row * GH;
+                const int64_t b = rows[r], t = time_of(s, b), row = order->packed(t, b);
+                T *gate_row = tape ? gates + row * GH : nullptr;  // (gates is NULL for token input without tape)
+                const T *x_row = tokens ? token_table + tokens[t * B + b] * GH : gates + row * GH;
                 V x_part[G], h_part[G], act[G], aux_v[AUXN] = {}, h_new, c = {}, hp = {};
                 for (int g = 0; g < G; ++g) {
-                    x_part[g] = load_n(gate_row + g * H + j, nl) + bx[g];
+                    x_part[g] = load_n(x_row + g * H + j, nl) + bx[g];
                     h_part[g] = acc[r][g * U + u];
                 }
                 if (Cell::has_direct_path) hp = load_n(h_in + b * P + j, nl);
@@ -151,13 +155,14 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
     const bool tape = a.gates != nullptr;
     const bool direct = T_steps <= 2 && !projected;
+    const int64_t *tokens = a.tokens;  // token input: the loop reads x W_ih^T from token_table, no GEMM here
 
     RowOrder order;
     Buffer<T> panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
     if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
         (direct && !hh.allocate(B * GH)) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) ||
-        !c_state.allocate(B * H) || (!tape && !scratch_gates.allocate(order.n_packed * GH)) ||
+        !c_state.allocate(B * H) || (!tape && !tokens && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
                        !h_raw.allocate(B * H))))
         return FASTRNN_ERR_NOMEM;
@@ -165,14 +170,16 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int nt = a.num_threads;
 
     // Input projection for every valid step at once.
-    const T *x_rows = (const T *)a.x;
-    Buffer<T> x_packed;
-    if (order.ragged) {
-        if (!x_packed.allocate(order.n_packed * I)) return FASTRNN_ERR_NOMEM;
-        gather_rows(x_packed.data, x_rows, I, order, T_steps, B);
-        x_rows = x_packed.data;
+    if (!tokens) {
+        const T *x_rows = (const T *)a.x;
+        Buffer<T> x_packed;
+        if (order.ragged) {
+            if (!x_packed.allocate(order.n_packed * I)) return FASTRNN_ERR_NOMEM;
+            gather_rows(x_packed.data, x_rows, I, order, T_steps, B);
+            x_rows = x_packed.data;
+        }
+        parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
     }
-    parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
 
     if (!direct) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
     if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H);
@@ -195,6 +202,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
     loop.panels = panels.data; loop.proj_panels = proj_panels.data;
     loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct;
+    loop.tokens = tokens; loop.token_table = (const T *)a.token_table;
     loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;
     loop.c_state = c_state.data; loop.h_raw = h_raw.data;

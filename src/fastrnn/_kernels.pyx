@@ -29,6 +29,8 @@ cdef extern from "fastrnn.h" nogil:
         void *h_prev
         void *aux
         int num_threads
+        const int64_t *tokens
+        const void *token_table
     ctypedef struct fastrnn_backward_args:
         int cell, dtype
         int64_t steps, batch, input_size, hidden_size, proj_size
@@ -55,6 +57,8 @@ cdef extern from "fastrnn.h" nogil:
         void *db_ih
         void *db_hh
         int num_threads
+        const int64_t *tokens
+        void *d_table
     ctypedef struct fastrnn_variant_args:
         int cell, dtype
         int64_t steps, batch, input_size, hidden_size
@@ -153,19 +157,27 @@ cdef _raise(int status, str what):
 
 
 def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, bint reverse,
-            int64_t hidden_size, cnp.ndarray y, int64_t ldy, hn, cn, gates, h_prev, aux):
+            int64_t hidden_size, cnp.ndarray y, int64_t ldy, hn, cn, gates, h_prev, aux, token_table=None):
     """y is a (T, B, P) view whose (t, b) rows are ldy elements apart; everything else C-contiguous.
-    P = y.shape[2] is the state size: hidden_size, or the projection size when w_hr is given."""
+    P = y.shape[2] is the state size: hidden_size, or the projection size when w_hr is given.
+    With token_table (V, G*H), x is the (T, B) int64 token ids instead of the input (fastrnn.h)."""
     cdef fastrnn_forward_args a
     cdef int status
     a.cell = CELLS[mode]
-    a.dtype = _dtype_code(x)
-    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.dtype = _dtype_code(y)
+    a.tokens = NULL
+    a.token_table = NULL
+    if token_table is None:
+        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    else:
+        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], w_ih.shape[1]
+        a.tokens = <const int64_t *>_data(x)
+        a.token_table = _data(token_table)
     a.hidden_size = hidden_size
     a.proj_size = 0 if w_hr is None else y.shape[2]
     a.reverse = reverse
     a.lengths = <const int64_t *>_data(lengths)
-    a.x = _data(x)
+    a.x = NULL if token_table is not None else _data(x)
     a.h0 = _data(h0)
     a.c0 = _data(c0)
     a.w_ih = _data(w_ih)
@@ -189,17 +201,27 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
 
 def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, int64_t hidden_size,
              cnp.ndarray dy, int64_t ldy, dhn, dcn, gates, h_prev, aux, cnp.ndarray dx, bint accumulate_dx, dh0, dc0,
-             dw_ih, dw_hh, dw_hr, db_ih, db_hh):
+             dw_ih, dw_hh, dw_hr, db_ih, db_hh, d_table=None):
+    """With d_table (V, G*H), x is forward's (T, B) int64 token ids: d_table is added into, and dx and
+    dw_ih are left to the caller (fastrnn.h)."""
     cdef fastrnn_backward_args a
     cdef int status
     a.cell = CELLS[mode]
-    a.dtype = _dtype_code(x)
-    a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    a.dtype = _dtype_code(dy)
+    a.tokens = NULL
+    a.d_table = NULL
+    if d_table is None:
+        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
+    else:
+        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], w_ih.shape[1]
+        a.tokens = <const int64_t *>_data(x)
+        a.d_table = _data(d_table)
+        dx = None
     a.hidden_size = hidden_size
     a.proj_size = 0 if w_hr is None else dy.shape[2]
     a.reverse = reverse
     a.lengths = <const int64_t *>_data(lengths)
-    a.x = _data(x)
+    a.x = NULL if d_table is not None else _data(x)
     a.w_ih = _data(w_ih)
     a.w_hh = _data(w_hh)
     a.w_hr = _data(w_hr)

@@ -76,6 +76,25 @@ class _Arrays(OrderedDict):
         raise TypeError("parameters cannot be deleted")
 
 
+class _TapePool:
+    """The tape arrays of the last finished backward, handed out again to the next forward that asks for
+    the same shapes. A training loop then records its tape (tens of MB) into the same memory every step:
+    fresh arrays made the OS fault in and zero new pages each step, about a tenth of a CharLM training
+    step (perf). Holds at most one tape's arrays; a forward that finds nothing to reuse allocates."""
+
+    def __init__(self):
+        self._free = {}
+
+    def empty(self, shape, dtype):
+        stack = self._free.get((shape, dtype))
+        return stack.pop() if stack else np.empty(shape, dtype)
+
+    def refill(self, arrays):
+        self._free = {}
+        for arr in arrays:
+            self._free.setdefault((arr.shape, arr.dtype), []).append(arr)
+
+
 class _Tape:
     """What one forward pass leaves for backward."""
 
@@ -86,6 +105,7 @@ class _Tape:
         self.hx_given = hx_given
         self.layers = []  # per layer: list of per-direction tapes
         self.dropout_masks = []  # per layer >= 1: mask applied to that layer's input (or None)
+        self.embedding = None  # token input (_forward_embedded): a private copy of the embedding weight
 
 
 class _DropsPlan:
@@ -163,6 +183,7 @@ class RecurrentLayer(ParameterHolder):
         self.dtype = V.float_dtype(dtype)
         self.training = True
         self._tape = None
+        self._tape_pool = _TapePool()
         # forward and backward of one layer run one at a time (they share the tape and add into grads);
         # different layers run concurrently, the kernels release the GIL
         self._lock = threading.RLock()
@@ -341,16 +362,53 @@ class RecurrentLayer(ParameterHolder):
                     return out
             return self._forward(x, hx, lengths)
 
+    # Whether _forward_embedded is available (the compiled default path: the kernels read the input
+    # projection from a per-token table).
+    _accepts_tokens = False
+
+    def _forward_embedded(self, tokens, embedding, hx=None, lengths=None):
+        """forward(embedding[tokens], hx, lengths) without forming embedding[tokens] or multiplying it by
+        W_ih: the first layer reads each step's input projection from the table embedding W_ih^T (V x G*H),
+        and its backward adds into a per-token table rather than forming dx and dW_ih over all T*B rows.
+        tokens (T, B) (or (B, T) when batch_first) ints in [0, V); embedding (V, input_size). The following
+        backward returns (d_embedding (V, input_size), dhx): the gradient w.r.t. the embedding weight."""
+        if not self._accepts_tokens:
+            raise TypeError(f"{type(self).__name__} with these options does not take token input")
+        with self._lock:
+            return self._forward(tokens, hx, lengths, embedding)
+
+    def _token_input(self, tokens, embedding):
+        """The checked (T, B) int64 tokens and the (V, input_size) embedding of _forward_embedded."""
+        emb = V.as_real_array(embedding, "embedding", self.dtype)
+        if emb.ndim != 2 or emb.shape[1] != self.input_size or emb.shape[0] == 0:
+            raise ValueError(f"embedding must have shape (num_embeddings, input_size={self.input_size}), "
+                             f"got {emb.shape}")
+        idx = np.asarray(tokens)
+        if idx.ndim != 2 or idx.dtype.kind not in "iu":
+            raise ValueError(f"tokens must be a 2-D array of integer ids, got shape {idx.shape}, dtype {idx.dtype}")
+        if 0 in idx.shape:
+            raise ValueError(f"tokens must have at least one time step and one sequence, got shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= emb.shape[0]:
+            raise ValueError(f"tokens must lie in 0..{emb.shape[0] - 1}, got values from {idx.min()} to {idx.max()}")
+        if self.batch_first:
+            idx = idx.T
+        widest = max(self.gate_size, self.input_size, self.output_size * self.num_directions, emb.shape[0])
+        V.check_blas_size(idx.size, widest, "tokens (seq_len * batch rows)")
+        return np.ascontiguousarray(idx, dtype=np.int64), np.ascontiguousarray(emb)
+
     def _fast_forward(self, x, hx):
         """The common call (x and hx already arrays of the right dtype, shape and layout, no lengths) without
         the generic conversions, or None to take the general path. Subclasses may implement it; it must
         accept only what the general path would accept unchanged, and never raise for bad input."""
         return None
 
-    def _forward(self, x, hx, lengths):
+    def _forward(self, x, hx, lengths, embedding=None):
         given = x
-        x = self._time_major_input(x)
-        T, B, _ = x.shape
+        if embedding is None:
+            x = self._time_major_input(x)
+        else:  # token input: x holds the ids
+            x, embedding = self._token_input(x, embedding)
+        T, B = x.shape[:2]
         h0_all, c0_all = self._parse_hx(hx, B)
         if lengths is not None:
             lengths = V.as_lengths(lengths, B, T)
@@ -364,7 +422,9 @@ class RecurrentLayer(ParameterHolder):
         if lengths is not None:
             x[np.arange(T)[:, None] >= lengths[None, :]] = 0
 
-        tape = _Tape(lengths, x.shape, self.batch_first, hx is not None) if keep_tape else None
+        tape = _Tape(lengths, (T, B, self.input_size), self.batch_first, hx is not None) if keep_tape else None
+        if tape is not None and embedding is not None:
+            tape.embedding = embedding.copy()
         H, D = self.output_size, self.num_directions
         hn_all = np.empty(self._state_shape(B), self.dtype)
         cn_all = np.empty(self._state_shape(B, True), self.dtype) if self._mode == "lstm" else None
@@ -381,6 +441,8 @@ class RecurrentLayer(ParameterHolder):
                 idx = layer * D + d
                 lstm = cn_all is not None
                 extra = {"variant": self._variant_call(layer, d, T, B)} if self.variant else {}
+                if layer == 0 and embedding is not None:
+                    extra["token_table"] = self._token_table(embedding, d)
                 direction_tapes.append(self._forward_direction(
                     layer_input, h0_all[idx], c0_all[idx] if lstm else None, self._weights(self.params, layer, d),
                     lengths, bool(d), y[:, :, d * H:(d + 1) * H], hn_all[idx], cn_all[idx] if lstm else None,
@@ -430,6 +492,8 @@ class RecurrentLayer(ParameterHolder):
         saved = {k: v.copy() for k, v in self.grads.items()} if self.num_layers * D > 1 else None
         try:
             dx, dhx = self._backward_layers(tape, dy_tm, dhn_all, dcn_all, input_grad)
+            self._tape_pool.refill(buf for directions in tape.layers for direction_tape in directions
+                                   for buf in self._tape_buffers(direction_tape))
             return (dx if input_grad else None), dhx
         except BaseException:
             if saved is not None:
@@ -444,6 +508,9 @@ class RecurrentLayer(ParameterHolder):
         dc0_all = np.empty(self._state_shape(B, True), self.dtype) if self._mode == "lstm" else None
         grad_out = dy_tm
         for layer in reversed(range(self.num_layers)):
+            if layer == 0 and tape.embedding is not None:
+                grad_out = self._backward_embedded(tape, grad_out, dhn_all, dcn_all, dh0_all, dc0_all, input_grad)
+                break
             in_features = tape.shape[2] if layer == 0 else H * D
             skip_dx = layer == 0 and not input_grad and self._skips_input_grad and not self.variant
             dx = None if skip_dx else np.empty((T, B, in_features), self.dtype)
@@ -458,7 +525,8 @@ class RecurrentLayer(ParameterHolder):
             if layer > 0 and tape.dropout_masks[layer - 1] is not None:
                 dx *= tape.dropout_masks[layer - 1]
             grad_out = dx
-        dx = grad_out.transpose(1, 0, 2) if tape.batch_first and grad_out is not None else grad_out
+        transpose = tape.batch_first and grad_out is not None and tape.embedding is None
+        dx = grad_out.transpose(1, 0, 2) if transpose else grad_out
         return dx, ((dh0_all, dc0_all) if self._mode == "lstm" else dh0_all)
 
     def _parse_dhn(self, dhn, batch):
@@ -485,6 +553,10 @@ class RecurrentLayer(ParameterHolder):
         variant (only when a variant option is set): see _variant_call.
         """
         raise NotImplementedError
+
+    def _tape_buffers(self, direction_tape):
+        """The arrays of a consumed direction tape that the next forward may overwrite (see _TapePool)."""
+        return ()
 
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out):
         """BPTT for one direction. dy (T, B, P) view; dhn (B, P), dcn (B, H); grads: arrays to ADD into,

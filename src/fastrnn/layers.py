@@ -8,7 +8,7 @@ import numpy as np
 from . import _kernels
 from . import _validation as V
 from ._grad_mode import _state as _grad_state
-from ._layer import GATES, RecurrentLayer, _Tape, make_layer_classes
+from ._layer import RecurrentLayer, _Tape, make_layer_classes
 
 _AUX_WIDTH = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 2, "gru": 1}  # extra tape columns, in units of H
 
@@ -40,29 +40,38 @@ def _exact(arr, shape, dtype):
 
 class _CompiledLayer(RecurrentLayer):
     _skips_input_grad = True  # the backward kernel takes dx = NULL
+
+    @property
+    def _accepts_tokens(self):
+        return not self.variant
+
     def _forward_direction(self, x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out, keep_tape,
-                           variant=None):
+                           variant=None, token_table=None):
         if variant is not None:
             return self._variant_forward_direction(x, h0, c0, weights, lengths, reverse, y_out, hn_out, cn_out,
                                                    keep_tape, variant)
         ldy = _row_stride(y_out)
-        assert ldy is not None and x.flags.c_contiguous and x.dtype == self.dtype
-        return self._run_direction(x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape)
+        assert ldy is not None and x.flags.c_contiguous and (x.dtype == self.dtype or token_table is not None)
+        return self._run_direction(x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape,
+                                   token_table)
 
-    def _run_direction(self, x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape):
-        """_forward_direction once y_out's row stride ldy is known and x checked (C-contiguous, layer dtype)."""
+    def _run_direction(self, x, h0, c0, weights, lengths, reverse, y_out, ldy, hn_out, cn_out, keep_tape,
+                       token_table=None):
+        """_forward_direction once y_out's row stride ldy is known and x checked (C-contiguous, layer dtype).
+        With token_table, x is the (T, B) int64 token ids (_forward_embedded)."""
         w_ih, w_hh, b_ih, b_hh, w_hr = weights  # checked when assigned (_layer._Arrays): contiguous, right dtype
-        T, B, _ = x.shape
+        T, B = x.shape[:2]
         H, P = self.hidden_size, self.output_size
         gates = h_prev = aux = None
         if keep_tape:  # the kernels keep only valid (t, b) rows, packed (see csrc/loop_support.h)
             rows = T * B if lengths is None else int(lengths.sum())
-            gates = np.empty((rows, self.gate_size), self.dtype)
-            h_prev = np.empty((rows, P), self.dtype)
+            empty = self._tape_pool.empty
+            gates = empty((rows, self.gate_size), self.dtype)
+            h_prev = empty((rows, P), self.dtype)
             aux_width = _AUX_WIDTH[self._mode]
-            aux = np.empty((rows, aux_width * H), self.dtype) if aux_width else None
+            aux = empty((rows, aux_width * H), self.dtype) if aux_width else None
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
-                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux)
+                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux, token_table)
         if not keep_tape:
             return None
         # backward must see the weights as they are now, whatever the caller changes in between (torch
@@ -170,8 +179,41 @@ class _CompiledLayer(RecurrentLayer):
         y = layer_input.transpose(1, 0, 2) if batch_first else layer_input
         return y, ((hn_all, cn_all) if lstm else hn_all)
 
+    def _tape_buffers(self, direction_tape):
+        """gates, h_prev, aux (default path) or the variant tape: written in full by every forward."""
+        if len(direction_tape) == 9 and isinstance(direction_tape[7], dict):  # the variant tape
+            return (direction_tape[8],)
+        return tuple(buf for buf in direction_tape[6:9] if buf is not None)
+
+    # ------------------------------------------------------------- token input (_forward_embedded)
+    def _token_table(self, embedding, direction):
+        """(V, G*H): embedding W_ih^T for layer 0, one direction: each token's input projection."""
+        w_ih = self.params[self._weight_keys[0, direction][0]]
+        table = np.empty((embedding.shape[0], self.gate_size), self.dtype)
+        _kernels.gemm(embedding, w_ih, table, False, True)
+        return table
+
+    def _backward_embedded(self, tape, dy, dhn_all, dcn_all, dh0_all, dc0_all, input_grad):
+        """Layer 0's backward for token input: each direction's kernel adds its rows' input-projection
+        gradients into a per-token table D (V, G*H); then dW_ih += D^T embedding and, when input_grad,
+        d_embedding = sum over directions of D W_ih. Returns d_embedding (V, input_size) or None."""
+        H, lstm = self.output_size, dcn_all is not None
+        embedding = tape.embedding
+        d_embedding = np.zeros(embedding.shape, self.dtype) if input_grad else None
+        for d in range(self.num_directions):
+            d_table = np.zeros((embedding.shape[0], self.gate_size), self.dtype)
+            grads = self._weights(self.grads, 0, d)
+            direction_tape = tape.layers[0][d]
+            self._backward_direction(direction_tape, dy[:, :, d * H:(d + 1) * H], dhn_all[d],
+                                     dcn_all[d] if lstm else None, grads, None, False, dh0_all[d],
+                                     dc0_all[d] if lstm else None, d_table=d_table)
+            _kernels.gemm(d_table, embedding, grads[0], True, False, 1.0, 1.0)
+            if input_grad:  # the forward's W_ih (the tape's private copy)
+                _kernels.gemm(d_table, direction_tape[1], d_embedding, False, False, 1.0, 1.0)
+        return d_embedding
+
     def _backward_direction(self, tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
-                            variant_grads=None):
+                            variant_grads=None, d_table=None):
         if variant_grads is not None:
             return self._variant_backward_direction(tape, dy, dhn, dcn, grads, dx_out, accumulate, dh0_out, dc0_out,
                                                     variant_grads)
@@ -182,7 +224,8 @@ class _CompiledLayer(RecurrentLayer):
             dy = np.ascontiguousarray(dy)
             ldy = dy.shape[2]
         _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, self.hidden_size, dy, ldy, dhn, dcn,
-                          gates, h_prev, aux, dx_out, accumulate, dh0_out, dc0_out, g_ih, g_hh, g_hr, g_bih, g_bhh)
+                          gates, h_prev, aux, dx_out, accumulate, dh0_out, dc0_out, g_ih, g_hh, g_hr, g_bih, g_bhh,
+                          d_table)
 
 
     # ------------------------------------------------------------- variants (csrc/variant_layer.h)
@@ -196,7 +239,7 @@ class _CompiledLayer(RecurrentLayer):
         tape = None
         if keep_tape:
             width = _kernels.variant_tape_width(self._mode, H, variant["layer_norm"])
-            tape = np.empty((T * B, width), self.dtype)
+            tape = self._tape_pool.empty((T * B, width), self.dtype)
         _kernels.variant_forward(self._mode, x, h0, c0, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, H, variant,
                                  y_out, ldy, hn_out, cn_out, tape)
         if not keep_tape:

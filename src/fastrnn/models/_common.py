@@ -56,3 +56,23 @@ def check_tokens(tokens, name, vocab_size):
     if arr.min() < 0 or arr.max() >= vocab_size:
         raise ValueError(f"{name} must lie in 0..{vocab_size - 1}, got values from {arr.min()} to {arr.max()}")
     return arr
+
+
+def embed_and_run(embedding, rnn, tokens, hx=None, lengths=None):
+    """rnn(embedding(tokens), hx, lengths) -> ((y, hn), fused). Fused (the layer's token input) when a table
+    of each token's input projection is cheaper than the T*B x E x G*H products it replaces, that is when
+    the vocabulary is smaller than the number of (t, b) positions: a character model's batch, not a
+    streaming step or a large word vocabulary. Pass `fused` to backward_into_embedding."""
+    if rnn._accepts_tokens and embedding.num_embeddings < tokens.size:
+        return rnn._forward_embedded(tokens, embedding.params["weight"], hx, lengths), True
+    return rnn(embedding(tokens), hx, lengths), False
+
+
+def backward_into_embedding(embedding, rnn, fused, dy=None, dhn=None):
+    """rnn.backward(dy, dhn), sending the input gradient on into the embedding's grads. Returns dhx."""
+    d_input, dhx = rnn.backward(dy, dhn)
+    if fused:  # already the gradient w.r.t. the embedding weight
+        embedding.grads["weight"] += d_input
+    else:
+        embedding.backward(d_input)
+    return dhx

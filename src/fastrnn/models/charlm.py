@@ -3,7 +3,7 @@ import numpy as np
 
 from .._grad_mode import no_grad
 from ..nn import Embedding, Linear, Module
-from ._common import check_tokens, child_seeds, make_recurrent
+from ._common import backward_into_embedding, check_tokens, child_seeds, embed_and_run, make_recurrent
 
 
 class CharLM(Module):
@@ -51,7 +51,7 @@ class CharLM(Module):
 
     def forward(self, tokens, state=None):
         tokens = check_tokens(tokens, "tokens", self.vocab_size)
-        y, state = self.rnn(self.embedding(tokens.T), state)  # (T, B, H)
+        (y, state), self._fused = embed_and_run(self.embedding, self.rnn, tokens.T, state)  # y (T, B, H)
         return self.head(y).transpose(1, 0, 2), state
 
     def backward(self, dlogits):
@@ -60,9 +60,8 @@ class CharLM(Module):
         dlogits = np.asarray(dlogits)
         if dlogits.ndim != 3:
             raise ValueError(f"dlogits must be 3-D (batch, seq_len, vocab_size), got shape {dlogits.shape}")
-        dx, dstate = self.rnn.backward(self.head.backward(dlogits.transpose(1, 0, 2)))
-        self.embedding.backward(dx)
-        return dstate
+        return backward_into_embedding(self.embedding, self.rnn, self._fused,
+                                       self.head.backward(dlogits.transpose(1, 0, 2)))
 
     def sample(self, prompt, n, temperature=1.0, seed=None):
         """Generate n characters after ``prompt``, one per call, each fed back in with the carried state.

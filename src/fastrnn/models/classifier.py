@@ -4,7 +4,8 @@ import numpy as np
 from .._grad_mode import no_grad
 from .. import _validation as V
 from ..nn import Embedding, Linear, Module
-from ._common import check_tokens, child_seeds, final_hidden, final_hidden_grad, make_recurrent
+from ._common import (backward_into_embedding, check_tokens, child_seeds, embed_and_run, final_hidden,
+                      final_hidden_grad, make_recurrent)
 
 
 class SequenceClassifier(Module):
@@ -37,16 +38,20 @@ class SequenceClassifier(Module):
 
     def forward(self, x, lengths=None):
         if self.vocab_size is not None:
-            x = self.embedding(check_tokens(x, "x", self.vocab_size))
-        _, hn = self.rnn(x, None, lengths)
+            (_, hn), self._fused = embed_and_run(self.embedding, self.rnn, check_tokens(x, "x", self.vocab_size),
+                                                 None, lengths)
+        else:
+            _, hn = self.rnn(x, None, lengths)
         self._batch = hn[0].shape[1] if isinstance(hn, tuple) else hn.shape[1]
         return self.head(final_hidden(self.rnn, hn))
 
     def backward(self, dlogits):
         dfeatures = self.head.backward(dlogits)
-        dx, _ = self.rnn.backward(None, final_hidden_grad(self.rnn, dfeatures, self._batch))
+        dhn = final_hidden_grad(self.rnn, dfeatures, self._batch)
         if self.vocab_size is not None:
-            return self.embedding.backward(dx)
+            backward_into_embedding(self.embedding, self.rnn, self._fused, None, dhn)
+            return None
+        dx, _ = self.rnn.backward(None, dhn)
         return dx
 
     def predict(self, x, lengths=None, batch_size=256):

@@ -3,7 +3,7 @@ import numpy as np
 
 from .._grad_mode import no_grad
 from ..nn import Embedding, Linear, Module
-from ._common import check_tokens, child_seeds, make_recurrent
+from ._common import backward_into_embedding, check_tokens, child_seeds, embed_and_run, make_recurrent
 
 
 def teacher_forcing(targets, bos_id, eos_id, pad_id=0):
@@ -55,7 +55,7 @@ class Seq2Seq(Module):
     def encode(self, src, src_lengths=None):
         """The encoder's final state (each sequence's, at its own last token)."""
         src = check_tokens(src, "src", self.src_vocab_size)
-        _, state = self.encoder(self.src_embedding(src), None, src_lengths)
+        (_, state), self._src_fused = embed_and_run(self.src_embedding, self.encoder, src, None, src_lengths)
         return state
 
     def forward(self, src, dec_in, src_lengths=None):
@@ -65,15 +65,14 @@ class Seq2Seq(Module):
             raise ValueError(f"dec_in must have the batch size of src ({np.asarray(src).shape[0]}), "
                              f"got shape {dec_in.shape}")
         # padded decoder steps run too: their outputs are masked out of the loss, so they get no gradient
-        y, _ = self.decoder(self.tgt_embedding(dec_in), state)
+        (y, _), self._tgt_fused = embed_and_run(self.tgt_embedding, self.decoder, dec_in, state)
         return self.head(y)
 
     def backward(self, dlogits):
         dy = self.head.backward(dlogits)
-        dx_dec, dstate = self.decoder.backward(dy)
-        self.tgt_embedding.backward(dx_dec)
-        dx_enc, _ = self.encoder.backward(None, dstate)  # the decoder's initial state is the encoder's final one
-        self.src_embedding.backward(dx_enc)
+        dstate = backward_into_embedding(self.tgt_embedding, self.decoder, self._tgt_fused, dy)
+        # the decoder's initial state is the encoder's final one
+        backward_into_embedding(self.src_embedding, self.encoder, self._src_fused, None, dstate)
 
     def greedy_decode(self, src, src_lengths=None, max_len=50):
         """Most likely token at each step, fed back in, until every sequence has emitted eos_id (or
