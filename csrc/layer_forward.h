@@ -19,6 +19,7 @@ template <class Cell> struct ForwardBlocking {  // R rows x G*U vectors of accum
     static constexpr int R = 24 / (Cell::G * U);
 };
 constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
+constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps use gemv
 constexpr int kProjectionRows = 6;
 
 template <typename T, class Cell> struct ForwardLoop {
@@ -34,6 +35,7 @@ template <typename T, class Cell> struct ForwardLoop {
     const T *w_hh;                                     // (G*H, P), for the direct (unpacked) path
     T *hh;                                             // (B, G*H): h_{t-1} W_hh^T, direct path only
     bool direct;                                       // short sequences: one BLAS product per step, no packing
+    bool gemv_steps;                                   // direct, B = 1 and big weights: the product is a gemv
     T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
     const int64_t *tokens;                            // token input: x W_ih^T of (t, b) is token_table's row
     const T *token_table;                             // tokens[t * B + b] (NULL: it is the row of gates)
@@ -114,9 +116,10 @@ template <typename T, class Cell> struct ForwardLoop {
         const int64_t n_panels = row_panel_count<T, U>(H);
         const int64_t n_proj_panels = row_panel_count<T, kProjectionVectors>(P);
         const int64_t *perm = order->perm.data;
-        if (direct) {  // a step or two: packing W_hh would cost more than it saves; run on one thread
+        if (direct) {  // no packing: the product per step straight from W_hh, then the cells on one thread
             for (int64_t s = 0; s < T_steps; ++s) {
-                gemm(false, true, B, GH, P, T(1), h_state[s & 1], P, w_hh, P, T(0), hh, GH);
+                if (gemv_steps) parallel_gemv(GH, P, w_hh, P, h_state[s & 1], hh, num_threads);
+                else gemm(false, true, B, GH, P, T(1), h_state[s & 1], P, w_hh, P, T(0), hh, GH);
                 run_items<RMAX>(order->active_rows(s), n_panels, 0, 1, [&](int64_t r0, int64_t n, int64_t p) {
                     dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
                 });
@@ -154,7 +157,13 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int64_t P = projected ? a.proj_size : H;
     const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
     const bool tape = a.gates != nullptr;
-    const bool direct = T_steps <= 2 && !projected;
+    // Direct (unpacked) steps: for a step or two packing W_hh costs more than it saves; with one row and
+    // big weights each step is a matrix-vector product bound by reading W_hh, which OpenBLAS's gemv
+    // streams faster than our panels (db-b1 LSTM, 1 thread: 148 -> ~60 us per step).
+    // (The choice depends on the shape alone, so a sequence streamed one step per call gives the same
+    // bits as one call over it.)
+    const bool gemv_steps = B == 1 && GH * P >= kGemvMinWeights && !projected;
+    const bool direct = (T_steps <= 2 && !projected) || gemv_steps;
     const int64_t *tokens = a.tokens;  // token input: the loop reads x W_ih^T from token_table, no GEMM here
 
     RowOrder order;
@@ -201,7 +210,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.Hp = Hp; loop.ldy = a.ldy;
     loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
     loop.panels = panels.data; loop.proj_panels = proj_panels.data;
-    loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct;
+    loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct; loop.gemv_steps = gemv_steps;
     loop.tokens = tokens; loop.token_table = (const T *)a.token_table;
     loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;

@@ -200,6 +200,7 @@ def test_simd_and_split_edges(mode, shape, dtype, threads):
 THREAD_SHAPES = {  # (T, B, IN, H, layer kwargs, use lengths)
     "large": (20, 33, 40, 70, {}, False),
     "batch1_wide": (10, 1, 16, 96, {}, False),
+    "batch1_gemv": (4, 1, 8, 520, {}, False),  # W_hh >= 2^18 elements: gemv steps on row tiles
     "many_rows": (6, 64, 8, 8, {"bidirectional": True}, True),
     "stacked": (8, 9, 12, 40, {"num_layers": 2, "bidirectional": True, "batch_first": True}, True),
 }

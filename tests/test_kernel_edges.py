@@ -17,6 +17,10 @@ CASES = [
     ("LSTM", 6, 5, 4, 19, {"proj_size": 7, "bidirectional": True}),
     ("LSTM", 3, 2, 3, 70, {"proj_size": 1}),
     ("GRU", 7, 8, 129, 9, {"num_layers": 2}),
+    # one row and W_hh of at least 2^18 elements: every step is a gemv on the unpacked weights
+    ("RNN", 5, 1, 3, 512, {}),
+    ("LSTM", 4, 1, 2, 256, {"bidirectional": True}),
+    ("GRU", 3, 1, 5, 300, {"num_layers": 2}),
 ]
 
 

@@ -245,3 +245,21 @@ def test_plan_follows_attribute_changes():
         assert layer._plan is None
         layer(x)
         assert layer._plan is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_matches_one_call_with_gemv_steps(mode):
+    """One row and big weights (W_hh of 2^18 elements or more): both the streamed steps and the long
+    call take the matrix-vector path, so they still agree bit for bit."""
+    rng = np.random.default_rng(1)
+    hidden = {"lstm": 256, "gru": 300}.get(mode, 512)
+    kwargs = dict(dtype=np.float32, seed=3)
+    layer = (fastrnn.RNN(5, hidden, nonlinearity=mode[4:], **kwargs) if mode.startswith("rnn_")
+             else {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[mode](5, hidden, **kwargs))
+    x = rng.standard_normal((12, 1, 5)).astype(np.float32)
+    with fastrnn.no_grad():
+        y_s, hn_s = stream(layer, x, None)
+        y_all, hn_all = layer(x)
+    np.testing.assert_array_equal(y_s, y_all)
+    for a, b in zip(states(hn_s), states(hn_all)):
+        np.testing.assert_array_equal(a, b)
