@@ -32,12 +32,18 @@ inline void gemv(int64_t m, int64_t n, const double *a, int64_t lda, const doubl
     scipy_cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)n, 1.0, a, (blasint)lda, x, 1, 0.0, y, 1);
 }
 
-// gemv on tiles of rows chosen by the shape alone (at least 64 rows, at most 16 tiles), shared among
-// threads: each y element always comes from the same call, bit-identical for any thread count.
+// The tile size for splitting `extent` rows or columns: at most 16 tiles, at least min_tile each,
+// multiples of 16. It depends on the shape alone, never on the thread count.
+inline int64_t shape_tile(int64_t extent, int64_t min_tile) {
+    const int64_t tile = (extent + 15) / 16;
+    return tile < min_tile ? min_tile : (tile + 15) / 16 * 16;
+}
+
+// gemv on tiles of rows chosen by the shape alone (at least 64 rows), shared among threads: each y
+// element always comes from the same call, bit-identical for any thread count.
 template <typename T>
 void parallel_gemv(int64_t m, int64_t n, const T *a, int64_t lda, const T *x, T *y, int num_threads) {
-    int64_t tile = (m + 15) / 16;
-    tile = tile < 64 ? 64 : (tile + 15) / 16 * 16;
+    const int64_t tile = shape_tile(m, 64);
     const int64_t n_tiles = (m + tile - 1) / tile;
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
     for (int64_t i = 0; i < n_tiles; ++i) {
@@ -59,8 +65,7 @@ void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
     }
     const bool split_rows = m >= n;
     const int64_t extent = split_rows ? m : n;
-    int64_t tile = (extent + 15) / 16;
-    tile = tile < 128 ? 128 : (tile + 15) / 16 * 16;
+    const int64_t tile = shape_tile(extent, 128);
     const int64_t n_tiles = (extent + tile - 1) / tile;
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
     for (int64_t i = 0; i < n_tiles; ++i) {

@@ -146,6 +146,11 @@ cdef inline void *_data(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
+cdef tuple _sizes(cnp.ndarray x, w_ih, bint tokens):
+    """(steps, batch, input_size) of x (T, B, I), or of token ids x (T, B) with input_size from w_ih (G*H, E)."""
+    return x.shape[0], x.shape[1], (w_ih.shape[1] if tokens else x.shape[2])
+
+
 cdef int _dtype_code(cnp.ndarray arr):
     return 1 if arr.dtype.itemsize == 8 else 0
 
@@ -165,14 +170,9 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     cdef int status
     a.cell = CELLS[mode]
     a.dtype = _dtype_code(y)
-    a.tokens = NULL
-    a.token_table = NULL
-    if token_table is None:
-        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
-    else:
-        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], w_ih.shape[1]
-        a.tokens = <const int64_t *>_data(x)
-        a.token_table = _data(token_table)
+    a.steps, a.batch, a.input_size = _sizes(x, w_ih, token_table is not None)
+    a.tokens = <const int64_t *>_data(None if token_table is None else x)
+    a.token_table = _data(token_table)
     a.hidden_size = hidden_size
     a.proj_size = 0 if w_hr is None else y.shape[2]
     a.reverse = reverse
@@ -208,14 +208,10 @@ def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, i
     cdef int status
     a.cell = CELLS[mode]
     a.dtype = _dtype_code(dy)
-    a.tokens = NULL
-    a.d_table = NULL
-    if d_table is None:
-        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], x.shape[2]
-    else:
-        a.steps, a.batch, a.input_size = x.shape[0], x.shape[1], w_ih.shape[1]
-        a.tokens = <const int64_t *>_data(x)
-        a.d_table = _data(d_table)
+    a.steps, a.batch, a.input_size = _sizes(x, w_ih, d_table is not None)
+    a.tokens = <const int64_t *>_data(None if d_table is None else x)
+    a.d_table = _data(d_table)
+    if d_table is not None:
         dx = None
     a.hidden_size = hidden_size
     a.proj_size = 0 if w_hr is None else dy.shape[2]
