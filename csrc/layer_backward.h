@@ -95,13 +95,7 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
     void run(int64_t T_steps, int num_threads) const {
         const int64_t n_panels = column_panel_count<T, NB>(P), n_proj_panels = column_panel_count<T, NB>(H);
         const int64_t *perm = order->perm.data;
-        StepBarrier barrier;
-#pragma omp parallel num_threads(num_threads)
-        {
-            int tid, nth;
-            current_thread(tid, nth);
-#pragma omp single
-            barrier.count = nth;  // (the single's implied barrier publishes it)
+        step_region(num_threads, [&](int tid, int nth, StepBarrier &barrier) {
             for (int64_t s = T_steps - 1; s >= -1; --s) {
                 const int64_t n_rows = order->active_rows(s);
                 run_items<kBackwardRows>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
@@ -115,7 +109,7 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
                 }
                 barrier.wait();
             }
-        }
+        });
     }
 };
 

@@ -126,13 +126,7 @@ template <typename T, class Cell> struct ForwardLoop {
             }
             return;
         }
-        StepBarrier barrier;
-#pragma omp parallel num_threads(num_threads)
-        {
-            int tid, nth;
-            current_thread(tid, nth);
-#pragma omp single
-            barrier.count = nth;  // (the single's implied barrier publishes it)
+        step_region(num_threads, [&](int tid, int nth, StepBarrier &barrier) {
             for (int64_t s = 0; s < T_steps; ++s) {
                 const int64_t n_rows = order->active_rows(s);
                 run_items<RMAX>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
@@ -146,7 +140,7 @@ template <typename T, class Cell> struct ForwardLoop {
                 }
                 barrier.wait();
             }
-        }
+        });
     }
 };
 

@@ -138,6 +138,20 @@ inline void current_thread(int &tid, int &nth) {
 #endif
 }
 
+// The OpenMP region a time loop runs its steps in (one region for the whole loop; steps end in
+// barrier.wait()): body(tid, nth, barrier) on num_threads threads sharing one StepBarrier.
+template <class F> inline void step_region(int num_threads, F &&body) {
+    StepBarrier barrier;
+#pragma omp parallel num_threads(num_threads)
+    {
+        int tid, nth;
+        current_thread(tid, nth);
+#pragma omp single
+        barrier.count = nth;  // (the single's implied barrier publishes it)
+        body(tid, nth, barrier);
+    }
+}
+
 // Run one phase of a step: items = (blocks of at most RMAX active rows) x (n_panels panels), shared out
 // in contiguous ranges; f(first_row_in_perm, n_rows, panel). The caller puts a barrier after it.
 template <int RMAX, class F>

@@ -347,13 +347,7 @@ template <typename T> struct VariantForward : VariantCommon<T> {
     void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n, int num_threads) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
         for (int64_t b = 0; b < B; ++b) set_hd(b);
-        StepBarrier barrier;
-#pragma omp parallel num_threads(num_threads)
-        {
-            int tid, nth;
-            current_thread(tid, nth);
-#pragma omp single
-            barrier.count = nth;  // (the single's implied barrier publishes it)
+        step_region(num_threads, [&](int tid, int nth, StepBarrier &barrier) {
             int64_t b0, b1;
             thread_range(B, tid, nth, b0, b1);
             for (int64_t s = 0; s < this->T_steps; ++s) {
@@ -371,7 +365,7 @@ template <typename T> struct VariantForward : VariantCommon<T> {
                 for (int64_t b = b0; b < b1; ++b) set_hd(b);
                 barrier.wait();
             }
-        }
+        });
     }
 };
 
@@ -510,13 +504,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
     // rec: dA_h W_rec; rec_n: dA_hn W_hn (original GRU). One parallel region, as forward's run.
     void run(const RecurrentProduct<T> &rec, const RecurrentProduct<T> &rec_n, int num_threads) {
         const int64_t B = this->B, H = this->H, GR = this->GR;
-        StepBarrier barrier;
-#pragma omp parallel num_threads(num_threads)
-        {
-            int tid, nth;
-            current_thread(tid, nth);
-#pragma omp single
-            barrier.count = nth;
+        step_region(num_threads, [&](int tid, int nth, StepBarrier &barrier) {
             int64_t b0, b1;
             thread_range(B, tid, nth, b0, b1);
             for (int64_t s = this->T_steps - 1; s >= 0; --s) {
@@ -540,7 +528,7 @@ template <typename T> struct VariantBackward : VariantCommon<T> {
                         dh_carry[b * H + j] += this->rd ? dhd_step[b * H + j] * this->rd[b * H + j] : dhd_step[b * H + j];
                 }
             }
-        }
+        });
     }
 };
 

@@ -16,3 +16,14 @@ def _restore_global_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """torch on one thread for a module's tests (used by the torch test files; torch is imported only
+    there): its thread pool then does not compete with fastrnn's for the cores."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -29,12 +29,7 @@ DTYPES = {"f64": torch.float64, "f32": torch.float32}
 TOL = {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=2e-5)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def make_pair(mode, dtype=torch.float64, seed=0, input_size=IN, hidden_size=H, **kwargs):

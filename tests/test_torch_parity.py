@@ -25,12 +25,7 @@ ENGINES = {  # id: (namespace, dtype)
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-5)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def torch_module(mode, num_layers, bidirectional, batch_first, bias, dtype, seed, proj_size=0):
