@@ -32,6 +32,15 @@ def _row_stride(view):
     return stride // item
 
 
+def _with_row_stride(view):
+    """(view, its row stride), or a C-contiguous copy and its width when the kernels cannot address it."""
+    ld = _row_stride(view)
+    if ld is None:
+        view = np.ascontiguousarray(view)
+        ld = view.shape[2]
+    return view, ld
+
+
 def _exact(arr, shape, dtype):
     """arr is already what the general path's state check would make of it, unchanged: an ndarray of
     exactly this shape and dtype, C-contiguous."""
@@ -219,10 +228,7 @@ class _CompiledLayer(RecurrentLayer):
                                                     variant_grads)
         x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, aux = tape
         g_ih, g_hh, g_bih, g_bhh, g_hr = grads
-        ldy = _row_stride(dy)
-        if ldy is None:
-            dy = np.ascontiguousarray(dy)
-            ldy = dy.shape[2]
+        dy, ldy = _with_row_stride(dy)
         _kernels.backward(self._mode, reverse, lengths, x, w_ih, w_hh, w_hr, self.hidden_size, dy, ldy, dhn, dcn,
                           gates, h_prev, aux, dx_out, accumulate, dh0_out, dc0_out, g_ih, g_hh, g_hr, g_bih, g_bhh,
                           d_table)
@@ -252,10 +258,7 @@ class _CompiledLayer(RecurrentLayer):
                                     variant_grads):
         x, w_ih, w_hh, b_ih, b_hh, lengths, reverse, variant, tape_rows = tape
         g_ih, g_hh, g_bih, g_bhh, _ = grads
-        ldy = _row_stride(dy)
-        if ldy is None:
-            dy = np.ascontiguousarray(dy)
-            ldy = dy.shape[2]
+        dy, ldy = _with_row_stride(dy)
         # the biases' values are not needed by backward, only whether they exist (b_ih/b_hh may be None)
         _kernels.variant_backward(self._mode, x, (w_ih, w_hh, b_ih, b_hh), lengths, reverse, self.hidden_size,
                                   variant, tape_rows, dy, ldy, dhn, dcn, dx_out, accumulate, dh0_out, dc0_out,
