@@ -477,7 +477,7 @@ def test_torch_compile_runs_the_module_eagerly(monkeypatch):
 
 
 DDP_WORKER = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
+    import os, sys, torch, torch.distributed as dist
     import fastrnn.torch as frt
     rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
@@ -513,7 +513,16 @@ DDP_WORKER = textwrap.dedent("""
         losses.append(loss.item())
     torch.save({"losses": losses, "calls": calls[0],
                 "params": {k: v.detach().clone() for k, v in model.module.state_dict().items()}}, out)
+    dist.barrier()
     dist.destroy_process_group()
+    # Leave without interpreter finalization. torch's backward stashes a Python object (a contextvars
+    # context) in the thread-local state that each gloo allreduce work captures; when a gloo worker
+    # thread frees its last work after finalization has begun, taking the GIL exits that thread through a
+    # noexcept destructor and the process aborts ("terminate called without an active exception"; core
+    # dump: ProcessGroupGloo::runLoop -> ~AsyncWork -> ~ThreadLocalState -> SafePyObject decref). A torch
+    # teardown race (4 aborts in about 200 runs of this worker here), not what this test checks.
+    sys.stdout.flush()
+    os._exit(0)
 """)
 
 
