@@ -184,8 +184,8 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
         parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
     }
 
-    if (!direct) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P);
-    if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H);
+    if (!direct) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P, nt);
+    if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H, nt);
     const T *b_ih = (const T *)a.b_ih, *b_hh = (const T *)a.b_hh;
     for (int g = 0; g < G; ++g)
         for (int64_t j = 0; j < Hp; ++j) {

@@ -15,25 +15,67 @@ template <typename T, int U> inline int64_t row_panel_count(int64_t N) {
 }
 template <typename T, int U> inline int64_t row_panel_size(int64_t G, int64_t K) { return K * G * U * Simd<T>::lanes; }
 
+// The transpose of an L x L tile held as L vectors (L = lanes): log2(L) rounds of two-vector shuffles;
+// the round with block size w swaps, inside every 2w x 2w block, the top-right and bottom-left w x w blocks.
+template <typename T> struct TileTranspose {
+    typedef vec_t<T> V;
+    typedef typename Simd<T>::ivec M;  // shuffle indices: 0..L-1 pick from a, L..2L-1 from b
+    static constexpr int L = Simd<T>::lanes;
+    static constexpr int rounds = L == 16 ? 4 : L == 8 ? 3 : L == 4 ? 2 : 1;
+    M top[rounds], bottom[rounds];  // made once: the compiler does not fold index vectors built in a loop
+
+    TileTranspose() {
+        for (int r = 0, w = L / 2; r < rounds; ++r, w /= 2)
+            for (int l = 0; l < L; ++l) {
+                top[r][l] = (l & w) ? L + l - w : l;     // row i:     its left blocks, then row i+w's left blocks
+                bottom[r][l] = (l & w) ? L + l : l + w;  // row i + w: row i's right blocks, then its right blocks
+            }
+    }
+    inline void operator()(V (&v)[L]) const {  // unrolled, so the tile stays in registers
+#pragma GCC unroll 4
+        for (int r = 0, w = L / 2; r < rounds; ++r, w /= 2)
+#pragma GCC unroll 16
+            for (int i = 0; i < L; ++i)
+                if (!(i & w)) {
+                    const V a = v[i], b = v[i + w];
+                    v[i] = __builtin_shuffle(a, b, top[r]);
+                    v[i + w] = __builtin_shuffle(a, b, bottom[r]);
+                }
+    }
+};
+
 // IN w (G*N, K); OUT panels (row_panel_count * row_panel_size)
-// A transpose, in blocks of KB values of k: each weight row is read in order, and the block of the
-// panel it fills (KB x G x width values, 16 KB for float) stays in L1 until complete. (Walking the panel
-// in output order instead read G*width rows at once, one value each: 2 ms for a 4 MB W_hh.)
-template <typename T, int U> void pack_row_panels(T *panels, const T *w, int64_t G, int64_t N, int64_t K) {
-    const int64_t width = U * Simd<T>::lanes, KB = 64;
+// A transpose by L x L tiles: L weight rows are read a vector at a time (whole cache lines), turned in
+// registers and stored as L panel rows. Threads share the panels out (a copy: no effect on the bits).
+template <typename T, int U>
+void pack_row_panels(T *panels, const T *w, int64_t G, int64_t N, int64_t K, int num_threads = 1) {
+    typedef vec_t<T> V;
+    const int L = Simd<T>::lanes;
+    const int64_t width = U * L;
     const int64_t count = row_panel_count<T, U>(N);
+    const TileTranspose<T> transpose;
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && count > 1 && G * N * K >= (1 << 18))
     for (int64_t p = 0; p < count; ++p) {
         T *out = panels + p * row_panel_size<T, U>(G, K);
-        for (int64_t k0 = 0; k0 < K; k0 += KB) {
-            const int64_t k1 = k0 + KB < K ? k0 + KB : K;
-            for (int64_t g = 0; g < G; ++g)
-                for (int64_t u = 0; u < width; ++u) {
-                    const int64_t unit = p * width + u;
-                    T *dst = out + (k0 * G + g) * width + u;  // [k][g][u], k from k0
-                    const T *src = unit < N ? w + (g * N + unit) * K : nullptr;
-                    for (int64_t k = k0; k < k1; ++k) dst[(k - k0) * G * width] = src ? src[k] : T(0);
+        for (int64_t g = 0; g < G; ++g)
+            for (int u = 0; u < U; ++u) {
+                const int64_t unit0 = p * width + u * L;  // the tile's first unit (row of w within gate g)
+                const int rows = N - unit0 < L ? (N - unit0 > 0 ? (int)(N - unit0) : 0) : L;  // units past N: zeros
+                const T *src = w + (g * N + unit0) * K;
+                for (int64_t k0 = 0; k0 < K; k0 += L) {
+                    const int nk = K - k0 < L ? (int)(K - k0) : L;
+                    V tile[Simd<T>::lanes];
+                    if (nk == L && rows == L) {
+#pragma GCC unroll 16
+                        for (int l = 0; l < L; ++l) tile[l] = load(src + l * K + k0);
+                    } else {
+                        for (int l = 0; l < L; ++l) tile[l] = l < rows ? load_n(src + l * K + k0, nk) : V{};
+                    }
+                    transpose(tile);
+#pragma GCC unroll 16
+                    for (int k = 0; k < nk; ++k) store(out + ((k0 + k) * G + g) * width + u * L, tile[k]);  // [k][g][u]
                 }
-        }
+            }
     }
 }
 
