@@ -158,12 +158,12 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
         (projected && (!proj_panels.allocate(column_panel_count<T, NB>(H) * column_panel_size<T, NB>(P)) ||
                        !dh_state.allocate(rows * P) || !h_raw.allocate(rows * H))))
         return FASTRNN_ERR_NOMEM;
-    pack_column_panels<T, NB>(panels.data, (const T *)a.w_hh, GH, P);
+    pack_column_panels<T, NB>(panels.data, (const T *)a.w_hh, GH, P, nt);
     for (int64_t k = 0; k < GH; ++k) zero_row.data[k] = 0;
     for (int64_t k = 0; k < B * H; ++k) dh_carry.data[k] = 0;
     if (Cell::has_cell_state) __builtin_memcpy(dc_state.data, a.dcn, B * H * sizeof(T));
     if (projected) {  // h_raw = o * tanh(c_t) from the tape, before the loop overwrites o with its gradient
-        pack_column_panels<T, NB>(proj_panels.data, (const T *)a.w_hr, P, H);
+        pack_column_panels<T, NB>(proj_panels.data, (const T *)a.w_hr, P, H, nt);
         const T *g = (const T *)a.gates, *aux = (const T *)a.aux;
         for (int64_t row = 0; row < rows; ++row)
             for (int64_t j = 0; j < H; ++j) h_raw.data[row * H + j] = g[row * GH + 3 * H + j] * aux[row * 2 * H + H + j];

@@ -85,16 +85,23 @@ template <typename T, int NB> inline int64_t column_panel_count(int64_t N) {
 template <typename T, int NB> inline int64_t column_panel_size(int64_t K) { return K * NB * Simd<T>::lanes; }
 
 // IN w (K, N); OUT panels (column_panel_count * column_panel_size)
-template <typename T, int NB> void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N) {
-    const int64_t width = NB * Simd<T>::lanes;
-    const int64_t count = column_panel_count<T, NB>(N);
-    for (int64_t q = 0; q < count; ++q) {
-        T *out = panels + q * column_panel_size<T, NB>(K);
-        for (int64_t k = 0; k < K; ++k)
-            for (int64_t u = 0; u < width; ++u) {
-                const int64_t unit = q * width + u;
-                *out++ = unit < N ? w[k * N + unit] : T(0);
-            }
+// A copy by whole vectors: each weight row is read in order and its slices go to the panels (one output
+// stream per panel). Threads share the rows out for big matrices (a copy: no effect on the bits).
+template <typename T, int NB>
+void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_threads = 1) {
+    typedef vec_t<T> V;
+    const int L = Simd<T>::lanes;
+    const int64_t width = NB * L;
+    const int64_t count = column_panel_count<T, NB>(N), size = column_panel_size<T, NB>(K);
+    const int64_t full = N / L;  // vectors of the row that lie inside N
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && K * N >= (1 << 18))
+    for (int64_t k = 0; k < K; ++k) {
+        const T *src = w + k * N;
+        for (int64_t v = 0; v < count * NB; ++v) {  // vector v of the row: panel v / NB, slot v % NB
+            T *dst = panels + (v / NB) * size + k * width + (v % NB) * L;
+            const int64_t c = v * L;
+            store(dst, v < full ? load(src + c) : (c < N ? load_n(src + c, (int)(N - c)) : V{}));  // zeros past N
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-"""The weight packing (csrc/recurrent_gemm.h's pack_row_panels, a transpose by register tiles) at every
-vector width the wheel ships: baseline (16 bytes), AVX2 (32) and AVX-512 (64). The other tests run the
-one ISA build this CPU dispatches to; this one compiles tests/native/pack_panels_check.cpp per width and
-checks every panel element against the documented layout."""
+"""The weight packing of csrc/recurrent_gemm.h (pack_row_panels, a transpose by register tiles, and
+pack_column_panels, a copy by vectors) at every vector width the wheel ships: baseline (16 bytes), AVX2
+(32) and AVX-512 (64). The other tests run the one ISA build this CPU dispatches to; this one compiles
+tests/native/pack_panels_check.cpp per width and checks every panel element against the documented
+layout."""
 
 import pathlib
 import shutil
@@ -21,7 +22,7 @@ def _cpu_runs(vector_bytes):
 
 
 @pytest.mark.parametrize("vector_bytes", sorted(FLAGS))
-def test_pack_row_panels_matches_layout(vector_bytes, tmp_path):
+def test_packed_panels_match_layout(vector_bytes, tmp_path):
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler on PATH")
