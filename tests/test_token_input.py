@@ -247,6 +247,33 @@ def test_tape_memory_is_reused_and_results_stay_right(mode):
     assert reused == 2
 
 
+@pytest.mark.parametrize("via", ["eval", "train(False)", "model.eval"])
+def test_eval_frees_the_recycled_tape(via):
+    """eval() (or train(False), also through a model) drops the pooled tape arrays; training afterwards
+    allocates afresh and still gives the same results."""
+    rng = np.random.default_rng(4)
+    model = CharLM("abcdefg", embed_dim=4, hidden_size=9, dtype=np.float64, seed=0)
+    layer = model.rnn
+    x = rng.standard_normal((5, 3, 4))
+    dy = rng.standard_normal((5, 3, 9))
+    layer.forward(x)
+    layer.backward(dy)
+    pooled = {id(a) for arrays in layer._tape_pool._free.values() for a in arrays}
+    assert pooled  # a finished backward leaves its tape to the pool
+    {"eval": layer.eval, "train(False)": lambda: layer.train(False), "model.eval": model.eval}[via]()
+    assert not layer.training and layer._tape_pool._free == {}
+    layer.train()
+    layer.zero_grad()
+    y, _ = layer.forward(x)
+    assert not pooled & {id(a) for d in layer._tape.layers for t in d for a in layer._tape_buffers(t)}
+    dx, _ = layer.backward(dy)
+    fresh = CharLM("abcdefg", embed_dim=4, hidden_size=9, dtype=np.float64, seed=0).rnn
+    y_ref, _ = fresh.forward(x)
+    dx_ref, _ = fresh.backward(dy)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+
+
 def test_pooled_tape_is_not_handed_out_while_a_tape_is_alive():
     """Two forwards without a backward in between get different tape arrays (only a consumed tape is
     recycled)."""
