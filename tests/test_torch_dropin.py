@@ -520,7 +520,7 @@ DDP_WORKER = textwrap.dedent("""
     # thread frees its last work after finalization has begun, taking the GIL exits that thread through a
     # noexcept destructor and the process aborts ("terminate called without an active exception"; core
     # dump: ProcessGroupGloo::runLoop -> ~AsyncWork -> ~ThreadLocalState -> SafePyObject decref). A torch
-    # teardown race (4 aborts in about 200 runs of this worker here), not what this test checks.
+    # teardown race (4 aborts in about 120 runs of this worker here), not what this test checks.
     sys.stdout.flush()
     os._exit(0)
 """)
