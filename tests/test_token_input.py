@@ -258,14 +258,15 @@ def test_eval_frees_the_recycled_tape(via):
     dy = rng.standard_normal((5, 3, 9))
     layer.forward(x)
     layer.backward(dy)
-    pooled = {id(a) for arrays in layer._tape_pool._free.values() for a in arrays}
+    pooled = [a for arrays in layer._tape_pool._free.values() for a in arrays]  # held: their ids stay unique
     assert pooled  # a finished backward leaves its tape to the pool
     {"eval": layer.eval, "train(False)": lambda: layer.train(False), "model.eval": model.eval}[via]()
     assert not layer.training and layer._tape_pool._free == {}
     layer.train()
     layer.zero_grad()
     y, _ = layer.forward(x)
-    assert not pooled & {id(a) for d in layer._tape.layers for t in d for a in layer._tape_buffers(t)}
+    recorded = [a for d in layer._tape.layers for t in d for a in layer._tape_buffers(t)]
+    assert not any(a is b for a in recorded for b in pooled)
     dx, _ = layer.backward(dy)
     fresh = CharLM("abcdefg", embed_dim=4, hidden_size=9, dtype=np.float64, seed=0).rnn
     y_ref, _ = fresh.forward(x)
