@@ -148,14 +148,6 @@ class RecurrentLayer(ParameterHolder):
     """Base of RNN, LSTM and GRU. Subclasses set ``_mode`` and the two direction kernels."""
 
     _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
-
-    def train(self, mode=True):
-        """Training mode (dropout on), or evaluation mode with ``mode=False`` (as ``eval()``). Entering
-        evaluation also frees the recycled tape memory (tens of MB for a CharLM layer), which only the
-        next training step would reuse."""
-        if not mode:
-            self._tape_pool = _TapePool()
-        return super().train(mode)
     _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
     input_size = _DropsPlan()
     hidden_size = _DropsPlan()
@@ -167,6 +159,14 @@ class RecurrentLayer(ParameterHolder):
     variant = _DropsPlan()
     batch_first = _DropsPlan()
     _weight_keys = _DropsPlan()
+
+    def train(self, mode=True):
+        """Training mode (dropout on), or evaluation mode with ``mode=False`` (as ``eval()``). Entering
+        evaluation also frees the recycled tape memory (tens of MB for a CharLM layer), which only the
+        next training step would reuse."""
+        if not mode:
+            self._tape_pool = _TapePool()
+        return super().train(mode)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, proj_size=0,
