@@ -1,7 +1,9 @@
 """GEMM ablation: fastrnn's fused recurrent step against the library alternative on the same shapes.
 
-Per (cell, shape, T), inference forward, three implementations (pytest-benchmark group = one row):
-    fastrnn      the compiled layer (packed W_hh, the step's matmul fused with the gates)
+Per (cell, shape, T), inference forward, four implementations (pytest-benchmark group = one row):
+    fastrnn      the compiled layer (packed W_hh, the step's matmul fused with the gates; the input
+                 projection fused into the steps too while W_ih and W_hh fit the cache together)
+    fastrnn_gemm_input  the same layer with the input projection as one OpenBLAS GEMM before the loop
     blas_numpy   one BLAS GEMM for the input projection, then per step a BLAS GEMM h W_hh^T and the
                  gates as in-place NumPy ufuncs (benchmarks/_unfused.py; checked equal to fastrnn)
     blas_gemm    the same GEMMs without the gate math: the floor of any per-step-BLAS design
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn import _kernels
 from fastrnn.bench import machine
 from fastrnn.bench.grid import Case
 
@@ -37,7 +40,7 @@ def numpy_threads(threads):
         machine.set_numpy_blas_threads(previous)
 
 
-@pytest.mark.parametrize("impl", ["fastrnn", "blas_numpy", "blas_gemm"])
+@pytest.mark.parametrize("impl", ["fastrnn", "fastrnn_gemm_input", "blas_numpy", "blas_gemm"])
 @pytest.mark.parametrize("T", STEPS)
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -59,8 +62,16 @@ def test_recurrent_step(benchmark, cell, shape, T, impl, threads, numpy_threads,
         with fastrnn.no_grad():
             return layer(x, hx)
 
+    def run_fastrnn_gemm_input():
+        _kernels.set_fused_input(False)
+        try:
+            return run_fastrnn()
+        finally:
+            _kernels.set_fused_input(True)
+
     c0 = h0[0] if cell == "lstm" else None
-    run = run_fastrnn if impl == "fastrnn" else (lambda: unfused(x, h0[0], c0))
+    run = {"fastrnn": run_fastrnn, "fastrnn_gemm_input": run_fastrnn_gemm_input}.get(
+        impl, lambda: unfused(x, h0[0], c0))
     benchmark.group = f"ablation {cell} {shape} (B,D,H)={SHAPES[shape]} T={T} t={threads}"
     flops = Case(cell, "inference", shape, T, B, D, H).flops
     benchmark.extra_info["flops"] = flops

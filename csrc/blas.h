@@ -52,9 +52,10 @@ void parallel_gemv(int64_t m, int64_t n, const T *a, int64_t lda, const T *x, T 
     }
 }
 
-// Tiles of C along its longer side; at least 128 rows or columns each (each tile repacks the other
-// operand: smaller tiles spent ~10% of a 1-thread LSTM backward in OpenBLAS's copy routines), at most
-// 16 tiles; a small product is one call.
+// Tiles of C along its longer side, at most 16; at least 128 rows or columns each, 256 from 1024 on (each
+// tile repacks the other operand: with 128 throughout, OpenBLAS's copy routines took ~10% of a 1-thread
+// LSTM medium training step, and 256 for its 1024 gate rows made that step ~3% faster); a small
+// product is one call.
 template <typename T>
 void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda,
                    const T *b, int64_t ldb, T beta, T *c, int64_t ldc, int num_threads) {
@@ -65,7 +66,7 @@ void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
     }
     const bool split_rows = m >= n;
     const int64_t extent = split_rows ? m : n;
-    const int64_t tile = shape_tile(extent, 128);
+    const int64_t tile = shape_tile(extent, extent >= 1024 ? 256 : 128);  // >= 4 tiles from 512 on
     const int64_t n_tiles = (extent + tile - 1) / tile;
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
     for (int64_t i = 0; i < n_tiles; ++i) {

@@ -2,6 +2,8 @@
 #include "fastrnn.h"
 
 
+#include <atomic>
+
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -109,6 +111,10 @@ int fastrnn_default_num_threads(void) {
 }
 
 const char *fastrnn_isa(void) { return kernels().name; }
+
+static std::atomic<int> fused_input_enabled{1};
+void fastrnn_set_fused_input(int enabled) { fused_input_enabled.store(enabled != 0, std::memory_order_relaxed); }
+int fastrnn_fused_input(void) { return fused_input_enabled.load(std::memory_order_relaxed); }
 
 int fastrnn_has_openmp(void) {
 #ifdef _OPENMP

@@ -147,6 +147,10 @@ int fastrnn_default_num_threads(void);
 const char *fastrnn_isa(void);
 /* 1 when built with OpenMP. */
 int fastrnn_has_openmp(void);
+/* Whether the forward may fuse the input projection into its steps (1, the default) or must do it as
+   one GEMM before the loop (0): a process-wide switch for tests and the GEMM ablation benchmark. */
+void fastrnn_set_fused_input(int enabled);
+int fastrnn_fused_input(void);
 
 /* ===================================================================================================
  * Jordan (output-recurrent) network: one layer, the whole sequence (csrc/jordan.h, issue 9).

@@ -117,6 +117,8 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_default_num_threads()
     const char *fastrnn_isa()
     int fastrnn_has_openmp()
+    void fastrnn_set_fused_input(int enabled)
+    int fastrnn_fused_input()
     int FASTRNN_OK, FASTRNN_ERR_NOMEM
 
 CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
@@ -140,6 +142,16 @@ def isa():
 
 def has_openmp():
     return bool(fastrnn_has_openmp())
+
+
+def set_fused_input(bint enabled):
+    """Let the forward fuse the input projection into its steps (True, the default) or make it do one
+    GEMM before the loop (False). Process-wide; for tests and the GEMM ablation benchmark."""
+    fastrnn_set_fused_input(enabled)
+
+
+def fused_input():
+    return bool(fastrnn_fused_input())
 
 
 cdef inline void *_data(object arr):

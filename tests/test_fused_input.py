@@ -1,0 +1,120 @@
+"""The forward's two ways to the input projection x W_ih^T (csrc/layer_forward.h):
+fused into each step's items (the default, while W_ih and W_hh fit the cache together) or one GEMM before
+the loop (big weights, short sequences). Small test shapes all take the fused way, so here the switch
+`_kernels.set_fused_input(False)` forces the GEMM way and the compiled-vs-reference checks run on it;
+and both ways must agree, with each still bit-identical across thread counts.
+"""
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _kernels
+
+from _helpers import (MODES, assert_all_close, assert_all_equal, forward_backward, loss_grads, make_layer,
+                      make_lengths, num_threads, random_hx, random_x)
+from test_compiled_vs_reference import COMBOS, PROJ_CASES, SHAPES, TOL, _compare
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture
+def gemm_input():
+    """The input projection as one GEMM before the loop, for the length of a test."""
+    assert _kernels.fused_input()  # the default
+    _kernels.set_fused_input(False)
+    try:
+        yield
+    finally:
+        _kernels.set_fused_input(True)
+
+
+def test_switch_round_trips():
+    assert _kernels.fused_input()
+    _kernels.set_fused_input(False)
+    try:
+        assert not _kernels.fused_input()
+    finally:
+        _kernels.set_fused_input(True)
+    assert _kernels.fused_input()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("mode", MODES)
+def test_gemm_input_shapes(mode, shape, dtype, gemm_input):
+    _compare(mode, dtype, 2, *SHAPES[shape], seed=list(SHAPES).index(shape))
+
+
+@pytest.mark.parametrize("combo", [c for c in COMBOS if not COMBOS[c].get("eval")])
+@pytest.mark.parametrize("mode", MODES)
+def test_gemm_input_layer_options(mode, combo, gemm_input):
+    _compare(mode, np.float32, 2, 7, 4, 5, 6, seed=100 + list(COMBOS).index(combo), **COMBOS[combo])
+
+
+@pytest.mark.parametrize("case", list(PROJ_CASES))
+def test_gemm_input_lstm_proj_size(case, gemm_input):
+    shape, proj, kwargs = PROJ_CASES[case]
+    _compare("lstm", np.float64, 2, *shape, seed=list(PROJ_CASES).index(case), proj_size=proj, **kwargs)
+
+
+def _run_both_ways(mode, dtype, T, B, IN, H, threads, **kwargs):
+    """forward + backward (and a no_grad forward) with the fused and the GEMM input projection."""
+    rng = np.random.default_rng(11)
+    use_lengths = kwargs.pop("use_lengths", False)
+    layer = make_layer(fastrnn, mode, IN, H, dtype=dtype, seed=6, **kwargs)
+    x = random_x(rng, layer, T, B)
+    hx = random_hx(rng, layer, B)
+    lengths = make_lengths(rng, B, T) if use_lengths else None
+    dy, dhn = loss_grads(rng, layer, T, B)
+    results = []
+    for fused in (True, False):
+        _kernels.set_fused_input(fused)
+        try:
+            with num_threads(threads):
+                out = forward_backward(layer, x, hx, lengths, dy, dhn)
+                with fastrnn.no_grad():
+                    out["y_no_grad"] = np.array(layer.forward(x, hx, lengths)[0])
+        finally:
+            _kernels.set_fused_input(True)
+        results.append(out)
+    return results
+
+
+BOTH_WAYS = {  # (T, B, IN, H, layer kwargs)
+    "medium": (12, 24, 40, 70, {}),
+    "ragged_bidir": (9, 13, 33, 20, {"bidirectional": True, "use_lengths": True}),
+    "stacked": (6, 5, 17, 31, {"num_layers": 2, "batch_first": True}),
+    "wide_input": (5, 3, 300, 16, {}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", list(BOTH_WAYS))
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_and_gemm_input_agree(mode, shape, dtype):
+    T, B, IN, H, kwargs = BOTH_WAYS[shape]
+    fused, gemm = _run_both_ways(mode, dtype, T, B, IN, H, 2, **dict(kwargs))
+    assert_all_close(fused, gemm, context=f"{mode} {shape}", **TOL[dtype])
+    # the tape the fused forward recorded gives the same inference output as no tape
+    np.testing.assert_allclose(fused["y_no_grad"], fused["y"], **TOL[dtype])
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+@pytest.mark.parametrize("mode", MODES)
+def test_each_way_bit_identical_across_thread_counts(mode, fused):
+    T, B, IN, H = 10, 33, 40, 70
+    rng = np.random.default_rng(3)
+    layer = make_layer(fastrnn, mode, IN, H, dtype=np.float32, seed=8, bidirectional=True)
+    x = random_x(rng, layer, T, B)
+    hx = random_hx(rng, layer, B)
+    lengths = make_lengths(rng, B, T)
+    dy, dhn = loss_grads(rng, layer, T, B)
+    _kernels.set_fused_input(fused)
+    try:
+        outs = []
+        for n in (1, 2):
+            with num_threads(n):
+                outs.append(forward_backward(layer, x, hx, lengths, dy, dhn))
+    finally:
+        _kernels.set_fused_input(True)
+    assert_all_equal(outs[1], outs[0], context=f"{mode} fused={fused}")
