@@ -52,10 +52,17 @@ void parallel_gemv(int64_t m, int64_t n, const T *a, int64_t lda, const T *x, T 
     }
 }
 
-// Tiles of C along its longer side, at most 16; at least 128 rows or columns each, 256 from 1024 on (each
-// tile repacks the other operand: with 128 throughout, OpenBLAS's copy routines took ~10% of a 1-thread
-// LSTM medium training step, and 256 for its 1024 gate rows made that step ~3% faster); a small
-// product is one call.
+// Tiles of C along its longer side: a power of two of them (1 to 16, so 2, 4, 8 or 16 threads get equal
+// shares), each at least 128 rows or columns, 256 from 1024 on. Each tile repacks the other operand: with
+// 128-row tiles, OpenBLAS's copy routines took ~10% of a 1-thread LSTM medium training step, and 256
+// made that step ~3% faster. A small product is one call.
+inline int64_t gemm_tile(int64_t extent) {
+    const int64_t min_tile = extent >= 1024 ? 256 : 128;
+    int64_t n_tiles = 1;
+    while (n_tiles < 16 && extent / (2 * n_tiles) >= min_tile) n_tiles *= 2;
+    return ((extent + n_tiles - 1) / n_tiles + 15) / 16 * 16;
+}
+
 template <typename T>
 void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda,
                    const T *b, int64_t ldb, T beta, T *c, int64_t ldc, int num_threads) {
@@ -66,7 +73,7 @@ void parallel_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
     }
     const bool split_rows = m >= n;
     const int64_t extent = split_rows ? m : n;
-    const int64_t tile = shape_tile(extent, extent >= 1024 ? 256 : 128);  // >= 4 tiles from 512 on
+    const int64_t tile = gemm_tile(extent);
     const int64_t n_tiles = (extent + tile - 1) / tile;
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
     for (int64_t i = 0; i < n_tiles; ++i) {
