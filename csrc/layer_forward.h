@@ -103,7 +103,8 @@ template <typename T, class Cell> struct ForwardLoop {
                 if (j_ahead < H) {
                     if (tape) {
                         for (int g = 0; g < G; ++g) __builtin_prefetch(gate_row + g * H + j_ahead, 1);
-                        for (int k = 0; k < Cell::AUX; ++k) __builtin_prefetch(aux + (row * Cell::AUX + k) * H + j_ahead, 1);
+                        for (int k = 0; k < Cell::AUX; ++k)
+                            __builtin_prefetch(aux + (row * Cell::AUX + k) * H + j_ahead, 1);
                         if (!projected) __builtin_prefetch(h_prev + row * P + j_ahead, 1);
                     }
                     if (!projected) __builtin_prefetch(y + (t * B + b) * ldy + j_ahead, 1);
@@ -196,9 +197,10 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
     if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
-        (direct && !hh.allocate(B * GH)) || (fused_input && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
-        !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) ||
-        !c_state.allocate(B * H) || (!tape && !tokens && !fused_input && !scratch_gates.allocate(order.n_packed * GH)) ||
+        (direct && !hh.allocate(B * GH)) ||
+        (fused_input && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
+        !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) || !c_state.allocate(B * H) ||
+        (!tape && !tokens && !fused_input && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
                        !h_raw.allocate(B * H))))
         return FASTRNN_ERR_NOMEM;
