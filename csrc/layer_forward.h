@@ -90,7 +90,10 @@ template <typename T, class Cell> struct ForwardLoop {
             for (int r = 0; r < R; ++r) {
                 const int64_t b = rows[r], t = time_of(s, b), row = order->packed(t, b);
                 T *gate_row = tape ? gates + row * GH : nullptr;  // (gates is NULL for token input without tape)
-                const T *x_row = tokens ? token_table + tokens[t * B + b] * GH : gates + row * GH;  // unless fused
+                // x W_ih^T of this row when not fused (gates is NULL when fused without a tape)
+                const T *x_row = fused_input ? nullptr
+                                 : tokens   ? token_table + tokens[t * B + b] * GH
+                                            : gates + row * GH;
                 V x_part[G], h_part[G], act[G], aux_v[AUXN] = {}, h_new, c = {}, hp = {};
                 for (int g = 0; g < G; ++g) {
                     x_part[g] = (fused_input ? x_acc[r][g * U + u] : load_n(x_row + g * H + j, nl)) + bx[g];
