@@ -4,6 +4,8 @@ the loop (big weights, short sequences). Small test shapes all take the fused wa
 `_kernels.set_fused_input(False)` forces the GEMM way and the compiled-vs-reference checks run on it;
 and both ways must agree, with each still bit-identical across thread counts.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -17,24 +19,28 @@ from test_compiled_vs_reference import COMBOS, PROJ_CASES, SHAPES, TOL, _compare
 DTYPES = (np.float32, np.float64)
 
 
-@pytest.fixture
-def gemm_input():
-    """The input projection as one GEMM before the loop, for the length of a test."""
-    assert _kernels.fused_input()  # the default
-    _kernels.set_fused_input(False)
+@contextlib.contextmanager
+def input_projection(fused):
+    """The forward's input projection fused (True) or one GEMM (False) inside the block; fused after it."""
+    _kernels.set_fused_input(fused)
     try:
         yield
     finally:
         _kernels.set_fused_input(True)
 
 
+@pytest.fixture
+def gemm_input():
+    """The input projection as one GEMM before the loop, for the length of a test."""
+    assert _kernels.fused_input()  # the default
+    with input_projection(False):
+        yield
+
+
 def test_switch_round_trips():
     assert _kernels.fused_input()
-    _kernels.set_fused_input(False)
-    try:
+    with input_projection(False):
         assert not _kernels.fused_input()
-    finally:
-        _kernels.set_fused_input(True)
     assert _kernels.fused_input()
 
 
@@ -68,14 +74,10 @@ def _run_both_ways(mode, dtype, T, B, IN, H, threads, **kwargs):
     dy, dhn = loss_grads(rng, layer, T, B)
     results = []
     for fused in (True, False):
-        _kernels.set_fused_input(fused)
-        try:
-            with num_threads(threads):
-                out = forward_backward(layer, x, hx, lengths, dy, dhn)
-                with fastrnn.no_grad():
-                    out["y_no_grad"] = np.array(layer.forward(x, hx, lengths)[0])
-        finally:
-            _kernels.set_fused_input(True)
+        with input_projection(fused), num_threads(threads):
+            out = forward_backward(layer, x, hx, lengths, dy, dhn)
+            with fastrnn.no_grad():
+                out["y_no_grad"] = np.array(layer.forward(x, hx, lengths)[0])
         results.append(out)
     return results
 
@@ -109,12 +111,8 @@ def test_each_way_bit_identical_across_thread_counts(mode, fused):
     hx = random_hx(rng, layer, B)
     lengths = make_lengths(rng, B, T)
     dy, dhn = loss_grads(rng, layer, T, B)
-    _kernels.set_fused_input(fused)
-    try:
-        outs = []
-        for n in (1, 2):
-            with num_threads(n):
-                outs.append(forward_backward(layer, x, hx, lengths, dy, dhn))
-    finally:
-        _kernels.set_fused_input(True)
+    outs = []
+    for n in (1, 2):
+        with input_projection(fused), num_threads(n):
+            outs.append(forward_backward(layer, x, hx, lengths, dy, dhn))
     assert_all_equal(outs[1], outs[0], context=f"{mode} fused={fused}")
