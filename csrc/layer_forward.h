@@ -24,6 +24,7 @@ constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
 constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps use gemv
 constexpr int kProjectionRows = 6;
 constexpr double kFusedInputMaxBytes = 16 << 20;  // W_ih and W_hh together, for the fused input projection
+constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows
 
 template <typename T, class Cell> struct ForwardLoop {
     typedef vec_t<T> V;
@@ -193,8 +194,11 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     // instead of one GEMM before the loop: the (T*B, G*H) pre-activations never go through memory, and the
     // micro-kernel runs nearer the FMA peak than OpenBLAS on these shapes (1 thread, medium: LSTM 59.7 ->
     // 54.3 ms, GRU 41.9 -> 39.6). Both packed weights are read every step, so only while they stay in the
-    // last-level cache (LSTM 1024, 32 MB of panels: 14% slower fused).
-    const bool fused_input = !direct && !tokens && fastrnn_fused_input() &&
+    // last-level cache (LSTM 1024, 32 MB of panels: 14% slower fused), and only with enough rows to use
+    // each weight several times per read: with 1-3 rows the steps are bound by reading the panels, and
+    // reading W_ih's too made them slower (1 thread, T = 100, H = 128: LSTM B = 1 0.45 -> 0.55 ms fused,
+    // B = 3 1.00 -> 1.03; B = 4 1.20 -> 1.14; at 2 threads B = 1 0.39 -> 0.55).
+    const bool fused_input = !direct && !tokens && B >= kFusedInputMinBatch && fastrnn_fused_input() &&
                              (double)GH * (double)(I + P) * sizeof(T) <= kFusedInputMaxBytes;
 
     RowOrder order;

@@ -263,3 +263,58 @@ def test_stream_matches_one_call_with_gemv_steps(mode):
     np.testing.assert_array_equal(y_s, y_all)
     for a, b in zip(states(hn_s), states(hn_all)):
         np.testing.assert_array_equal(a, b)
+
+
+def c_step(layer):
+    """The layer's streaming step in C (layers._CompiledLayer._build_plan), or None where it has none."""
+    plan = layer._build_plan()
+    return plan[-1] if plan[0] else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_c_stream_step_equals_the_general_path(mode, dtype, with_hx):
+    rng = np.random.default_rng(5)
+    layer, slow = make(mode, dtype), general_only(make(mode, dtype))
+    step = c_step(layer)
+    assert step is not None
+    for T, B in ((1, 1), (1, 3), (4, 2)):
+        x = rng.standard_normal((T, B, 5)).astype(dtype)
+        hx = random_state(rng, layer, B, dtype) if with_hx else None
+        y, hn = step.run(x, hx, layer.params)
+        with fastrnn.no_grad():
+            y_slow, hn_slow = slow(x, hx)
+        assert y.dtype == dtype and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, y_slow)
+        for a, b in zip(states(hn), states(hn_slow)):
+            assert a.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_c_stream_step_declines_what_it_does_not_take(mode):
+    """run() returns None (the Python paths then take the call) for anything but exact arrays."""
+    rng = np.random.default_rng(6)
+    layer = make(mode, np.float32)
+    step = c_step(layer)
+    for x, hx in bad_calls(layer):
+        assert step.run(x, hx, layer.params) is None
+    x = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    hx = random_state(rng, layer, 2, np.float32)
+    hx64 = tuple(a.astype(np.float64) for a in hx) if isinstance(hx, tuple) else hx.astype(np.float64)
+    hx_list = list(hx) if isinstance(hx, tuple) else hx.tolist()
+    hx_strided = tuple(a[:, ::-1] for a in hx) if isinstance(hx, tuple) else hx[:, ::-1]
+    for x_in, hx_in in ((x.astype(np.float64), hx), (x, hx64), (np.asfortranarray(x), hx), (x.tolist(), hx),
+                        (x[:, ::-1], hx), (x, hx_list), (x, hx_strided)):
+        assert step.run(x_in, hx_in, layer.params) is None
+    assert step.run(x, hx, layer.params) is not None
+
+
+def test_c_stream_step_only_for_one_time_major_layer_without_projection():
+    assert c_step(fastrnn.LSTM(5, 7)) is not None
+    assert c_step(fastrnn.RNN(5, 7, nonlinearity="relu", bias=False, dtype=np.float64)) is not None
+    for layer in (fastrnn.LSTM(5, 7, num_layers=2), fastrnn.GRU(5, 7, bidirectional=True),
+                  fastrnn.RNN(5, 7, batch_first=True), fastrnn.LSTM(5, 7, proj_size=3),
+                  fastrnn.GRU(5, 7, layer_norm=True)):
+        assert c_step(layer) is None

@@ -2,6 +2,7 @@
 """The only Cython in fastrnn: array checks are already done (fastrnn._layer / fastrnn.layers);
 this fills the C argument structs, releases the GIL, calls C and turns a status into an exception."""
 cimport numpy as cnp
+import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -485,3 +486,95 @@ def variant_backward(str mode, cnp.ndarray x, weights, lengths, bint reverse, in
         status = fastrnn_variant_backward(&a)
     if status != FASTRNN_OK:
         _raise(status, "variant backward")
+
+
+cdef inline bint _exact_state(object arr, int type_num, int64_t n0, int64_t n1, int64_t n2):
+    """arr is an ndarray of exactly this dtype and shape, C-contiguous (layers._exact)."""
+    if type(arr) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    return (cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_NDIM(a) == 3 and a.shape[0] == n0 and
+            a.shape[1] == n1 and a.shape[2] == n2 and cnp.PyArray_IS_C_CONTIGUOUS(a))
+
+
+cdef class StreamStep:
+    """The inference call of a one-layer, one-direction, time-major compiled layer without options beyond
+    torch.nn's (layers._CompiledLayer._fast_forward), in C: a streaming step costs a few microseconds,
+    and the Python version of these checks and allocations was about half of one with small weights.
+    run() makes exactly the checks of the Python fast path and returns None for any call it does not
+    take (the Python paths then take it, and raise what they raise)."""
+    cdef int cell, type_num, dtype_code
+    cdef int64_t input_size, hidden_size, max_rows
+    cdef bint lstm
+    cdef object k_ih, k_hh, k_bih, k_bhh
+
+    def __init__(self, str mode, dtype, int64_t input_size, int64_t hidden_size, int64_t max_rows, keys):
+        self.cell = CELLS[mode]
+        self.type_num = np.dtype(dtype).num
+        self.dtype_code = 1 if self.type_num == cnp.NPY_FLOAT64 else 0
+        self.input_size, self.hidden_size, self.max_rows = input_size, hidden_size, max_rows
+        self.lstm = mode == "lstm"
+        self.k_ih, self.k_hh, self.k_bih, self.k_bhh = keys
+
+    def run(self, x, hx, params):
+        """(y, hn) of the layer for x (T, B, input_size) and hx (None, or arrays of the state's exact shape,
+        dtype and layout), or None."""
+        if type(x) is not cnp.ndarray:
+            return None
+        cdef cnp.ndarray xa = <cnp.ndarray>x
+        if cnp.PyArray_TYPE(xa) != self.type_num or cnp.PyArray_NDIM(xa) != 3:
+            return None
+        cdef int64_t T = xa.shape[0], B = xa.shape[1], H = self.hidden_size
+        if (xa.shape[2] != self.input_size or T == 0 or B == 0 or T * B > self.max_rows or
+                not cnp.PyArray_IS_C_CONTIGUOUS(xa)):
+            return None
+        cdef cnp.npy_intp state_shape[3]
+        state_shape[0] = 1
+        state_shape[1] = B
+        state_shape[2] = H
+        if hx is None:
+            h0 = cnp.PyArray_ZEROS(3, state_shape, self.type_num, 0)
+            c0 = cnp.PyArray_ZEROS(3, state_shape, self.type_num, 0) if self.lstm else None
+        elif self.lstm:
+            if type(hx) is not tuple or len(<tuple>hx) != 2:
+                return None
+            h0, c0 = hx
+            if not (_exact_state(h0, self.type_num, 1, B, H) and _exact_state(c0, self.type_num, 1, B, H)):
+                return None
+        elif _exact_state(hx, self.type_num, 1, B, H):
+            h0, c0 = hx, None
+        else:
+            return None
+        w_ih, w_hh = params[self.k_ih], params[self.k_hh]
+        b_ih = None if self.k_bih is None else params[self.k_bih]
+        b_hh = None if self.k_bhh is None else params[self.k_bhh]
+        cdef cnp.npy_intp y_shape[3]
+        y_shape[0] = T
+        y_shape[1] = B
+        y_shape[2] = H
+        y = cnp.PyArray_EMPTY(3, y_shape, self.type_num, 0)
+        hn = cnp.PyArray_EMPTY(3, state_shape, self.type_num, 0)
+        cn = cnp.PyArray_EMPTY(3, state_shape, self.type_num, 0) if self.lstm else None
+        cdef fastrnn_forward_args a
+        memset(&a, 0, sizeof(a))
+        a.cell = self.cell
+        a.dtype = self.dtype_code
+        a.steps, a.batch, a.input_size, a.hidden_size = T, B, self.input_size, H
+        a.x = cnp.PyArray_DATA(xa)
+        a.h0 = _data(h0)
+        a.c0 = _data(c0)
+        a.w_ih = _data(w_ih)
+        a.w_hh = _data(w_hh)
+        a.b_ih = _data(b_ih)
+        a.b_hh = _data(b_hh)
+        a.y = _data(y)
+        a.ldy = H
+        a.hn = _data(hn)
+        a.cn = _data(cn)
+        a.num_threads = _num_threads
+        cdef int status
+        with nogil:
+            status = fastrnn_forward(&a)
+        if status != FASTRNN_OK:
+            _raise(status, "forward")
+        return y, ((hn, cn) if self.lstm else hn)

@@ -102,8 +102,11 @@ class _CompiledLayer(RecurrentLayer):
         layers = tuple(tuple((layer * D + d, self._weight_keys[layer, d], bool(d), d * P) for d in range(D))
                        for layer in range(self.num_layers))
         single = layers[0][0][1] if len(layers) == 1 and D == 1 else None  # the keys of the only direction
+        # the streaming step in C (time-major, no projection)
+        stream = (_kernels.StreamStep(self._mode, self.dtype, self.input_size, self.hidden_size, max_rows, single[:4])
+                  if single is not None and single[4] is None and not self.batch_first else None)
         return (True, self.dtype, self.batch_first, self.input_size, max_rows, self.num_layers * D, P,
-                self.hidden_size, D, self._mode == "lstm", layers, single)
+                self.hidden_size, D, self._mode == "lstm", layers, single, stream)
 
     def _fast_forward(self, x, hx):
         """RecurrentLayer._forward for x a C-contiguous ndarray of the layer's dtype and hx None or ndarray(s)
@@ -114,7 +117,12 @@ class _CompiledLayer(RecurrentLayer):
             plan = self._plan = self._build_plan()
         if not plan[0]:  # a variant layer
             return None
-        _, dt, batch_first, input_size, max_rows, n_states, P, H, D, lstm, layers, single = plan
+        _, dt, batch_first, input_size, max_rows, n_states, P, H, D, lstm, layers, single, stream = plan
+        if stream is not None and not _grad_state.enabled:
+            out = stream.run(x, hx, self.params)
+            if out is not None:
+                self._tape = None
+                return out
         if x.dtype != dt or x.ndim != 3:
             return None
         if batch_first:
