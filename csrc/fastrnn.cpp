@@ -17,7 +17,9 @@ void scipy_openblas_set_num_threads(int num_threads);
     int fastrnn_backward_##isa(const fastrnn_backward_args *a);           \
     int fastrnn_variant_forward_##isa(const fastrnn_variant_args *a);     \
     int fastrnn_variant_backward_##isa(const fastrnn_variant_args *a);    \
-    int64_t fastrnn_variant_tape_width_##isa(int cell, int64_t hidden_size, int layer_norm);
+    int64_t fastrnn_variant_tape_width_##isa(int cell, int64_t hidden_size, int layer_norm); \
+    int64_t fastrnn_packed_weight_size_##isa(int cell, int dtype, int64_t hidden_size, int64_t k); \
+    void fastrnn_pack_weight_##isa(int cell, int dtype, int64_t hidden_size, int64_t k, const void *w, void *out);
 FASTRNN_DECLARE_ISA(baseline)
 #ifdef FASTRNN_HAVE_X86_BUILDS
 FASTRNN_DECLARE_ISA(avx2)
@@ -35,6 +37,8 @@ struct Kernels {
     int (*variant_forward)(const fastrnn_variant_args *);
     int (*variant_backward)(const fastrnn_variant_args *);
     int64_t (*variant_tape_width)(int, int64_t, int);
+    int64_t (*packed_weight_size)(int, int, int64_t, int64_t);
+    void (*pack_weight)(int, int, int64_t, int64_t, const void *, void *);
 };
 
 Kernels choose_kernels() {
@@ -43,13 +47,16 @@ Kernels choose_kernels() {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
         return {fastrnn_forward_avx512, fastrnn_backward_avx512, "avx512", fastrnn_variant_forward_avx512,
-                fastrnn_variant_backward_avx512, fastrnn_variant_tape_width_avx512};
+                fastrnn_variant_backward_avx512, fastrnn_variant_tape_width_avx512,
+                fastrnn_packed_weight_size_avx512, fastrnn_pack_weight_avx512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return {fastrnn_forward_avx2, fastrnn_backward_avx2, "avx2", fastrnn_variant_forward_avx2,
-                fastrnn_variant_backward_avx2, fastrnn_variant_tape_width_avx2};
+                fastrnn_variant_backward_avx2, fastrnn_variant_tape_width_avx2,
+                fastrnn_packed_weight_size_avx2, fastrnn_pack_weight_avx2};
 #endif
     return {fastrnn_forward_baseline, fastrnn_backward_baseline, "baseline", fastrnn_variant_forward_baseline,
-                fastrnn_variant_backward_baseline, fastrnn_variant_tape_width_baseline};
+                fastrnn_variant_backward_baseline, fastrnn_variant_tape_width_baseline,
+                fastrnn_packed_weight_size_baseline, fastrnn_pack_weight_baseline};
 }
 
 const Kernels &kernels() {
@@ -65,7 +72,20 @@ extern "C" {
 
 int fastrnn_forward(const fastrnn_forward_args *args) {
     if (args->cell < FASTRNN_RNN_TANH || args->cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;
+    if ((args->packed_w_ih == nullptr) != (args->packed_w_hh == nullptr) || (args->packed_w_hh && args->tokens))
+        return FASTRNN_ERR_ARGUMENT;
     return kernels().forward(args);
+}
+
+int64_t fastrnn_packed_weight_size(int cell, int dtype, int64_t hidden_size, int64_t k) {
+    if (cell < FASTRNN_RNN_TANH || cell > FASTRNN_GRU) return -1;
+    return kernels().packed_weight_size(cell, dtype, hidden_size, k);
+}
+
+int fastrnn_pack_weight(int cell, int dtype, int64_t hidden_size, int64_t k, const void *w, void *out) {
+    if (cell < FASTRNN_RNN_TANH || cell > FASTRNN_GRU) return FASTRNN_ERR_ARGUMENT;
+    kernels().pack_weight(cell, dtype, hidden_size, k, w, out);
+    return FASTRNN_OK;
 }
 
 int fastrnn_backward(const fastrnn_backward_args *args) {

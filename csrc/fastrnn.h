@@ -57,6 +57,11 @@ typedef struct {
      * smaller than the T*B x I x G*H one it replaces). input_size is then the embedding size E. */
     const int64_t *tokens;
     const void *token_table;
+    /* Weights packed beforehand by fastrnn_pack_weight (an inference snapshot, fastrnn.freeze): W_ih with
+     * k = I and W_hh with k = P, both or neither (NULL: packed on each call). They must hold exactly w_ih's
+     * and w_hh's values. With them every product runs on the packed panels (no GEMM beforehand, no
+     * matrix-vector path), so results do not depend on T. Not with tokens. */
+    const void *packed_w_ih, *packed_w_hh;
 } fastrnn_forward_args;
 
 typedef struct {
@@ -90,6 +95,11 @@ typedef struct {
 
 int fastrnn_forward(const fastrnn_forward_args *args);
 int fastrnn_backward(const fastrnn_backward_args *args);
+
+/* A (G*H, k) weight matrix of this cell in the forward kernels' packed layout (for packed_w_ih / packed_w_hh):
+ * its size in elements, and the packing. The layout belongs to the ISA build this process runs. */
+int64_t fastrnn_packed_weight_size(int cell, int dtype, int64_t hidden_size, int64_t k);
+int fastrnn_pack_weight(int cell, int dtype, int64_t hidden_size, int64_t k, const void *w, void *out);
 
 /* C (m, n) = alpha op(A) op(B) + beta C, row-major, op = transpose when trans_*: OpenBLAS on tiles of C
  * shared among num_threads OpenMP threads, tiles chosen by shape alone (bit-identical for any thread

@@ -175,6 +175,39 @@ template <typename T, class Cell> struct ForwardLoop {
     }
 };
 
+// The input projection on W_ih's packed panels (weights packed beforehand, input not fused): gates (n_rows,
+// G*H) = x_rows W_ih^T by the step loop's micro-kernel, so the same bits as the fused way.
+template <typename T, class Cell>
+void panel_input_projection(int64_t n_rows, int64_t H, int64_t I, const T *x_rows, const T *in_panels, T *gates,
+                            int num_threads) {
+    constexpr int G = Cell::G, U = ForwardBlocking<Cell>::U, RMAX = ForwardBlocking<Cell>::R, L = Simd<T>::lanes;
+    const int64_t n_panels = row_panel_count<T, U>(H), n_blocks = (n_rows + RMAX - 1) / RMAX, GH = G * H;
+    const int64_t n_items = n_panels * n_blocks;
+    auto item_product = [&](int64_t item) {
+        const int64_t p = item / n_blocks, r0 = item % n_blocks * RMAX;
+        dispatch_rows<RMAX>(imin(RMAX, n_rows - r0), [&](auto rows) {
+            constexpr int R = decltype(rows)::value;
+            const T *a[R];
+            for (int i = 0; i < R; ++i) a[i] = x_rows + (r0 + i) * I;
+            vec_t<T> acc[R][G * U];
+            panel_product<T, R, G * U>(a, I, in_panels + p * row_panel_size<T, U>(G, I), acc);
+            for (int g = 0; g < G; ++g)
+                for (int u = 0; u < U; ++u) {
+                    const int64_t j = (p * U + u) * L;
+                    if (j >= H) continue;
+                    for (int i = 0; i < R; ++i)
+                        store_n(gates + (r0 + i) * GH + g * H + j, acc[i][g * U + u], (int)imin(L, H - j));
+                }
+        });
+    };
+    if (num_threads > 1 && n_items > 1 && 2.0 * (double)n_rows * (double)GH * (double)I >= 4e5) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+        for (int64_t item = 0; item < n_items; ++item) item_product(item);
+    } else {  // (no OpenMP region for a streaming step: entering one costs about a microsecond)
+        for (int64_t item = 0; item < n_items; ++item) item_product(item);
+    }
+}
+
 template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &a) {
     const int G = Cell::G, L = Simd<T>::lanes, U = ForwardBlocking<Cell>::U, NP = kProjectionVectors;
     const int64_t T_steps = a.steps, B = a.batch, I = a.input_size, H = a.hidden_size, GH = G * H;
@@ -187,8 +220,10 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     // streams faster than our panels (db-b1 LSTM, 1 thread: 148 -> ~60 us per step).
     // (The choice depends on the shape alone, so a sequence streamed one step per call gives the same
     // bits as one call over it.)
-    const bool gemv_steps = B == 1 && GH * P >= kGemvMinWeights && !projected;
-    const bool direct = (T_steps <= 2 && !projected) || gemv_steps;
+    // Weights packed beforehand (fastrnn.freeze): every product on the panels, whatever T and B.
+    const bool prepacked = a.packed_w_hh != nullptr;
+    const bool gemv_steps = !prepacked && B == 1 && GH * P >= kGemvMinWeights && !projected;
+    const bool direct = !prepacked && ((T_steps <= 2 && !projected) || gemv_steps);
     const int64_t *tokens = a.tokens;  // token input: the loop reads x W_ih^T from token_table, no GEMM here
     // Fused input: each item computes its x W_ih^T from W_ih packed like W_hh, next to the recurrent product,
     // instead of one GEMM before the loop: the (T*B, G*H) pre-activations never go through memory, and the
@@ -203,9 +238,9 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
 
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
-    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
+    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct || prepacked ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
         (direct && !hh.allocate(B * GH)) ||
-        (fused_input && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
+        (fused_input && !prepacked && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) || !c_state.allocate(B * H) ||
         (!tape && !tokens && !fused_input && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
@@ -223,11 +258,14 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
             gather_rows(x_packed.data, x_rows, I, order, T_steps, B);
             x_rows = x_packed.data;
         }
-        parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
+        if (prepacked)
+            panel_input_projection<T, Cell>(order.n_packed, H, I, x_rows, (const T *)a.packed_w_ih, gates, nt);
+        else
+            parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
     }
 
-    if (!direct) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P, nt);
-    if (fused_input) pack_row_panels<T, U>(in_panels.data, (const T *)a.w_ih, G, H, I, nt);
+    if (!direct && !prepacked) pack_row_panels<T, U>(panels.data, (const T *)a.w_hh, G, H, P, nt);
+    if (fused_input && !prepacked) pack_row_panels<T, U>(in_panels.data, (const T *)a.w_ih, G, H, I, nt);
     if (projected) pack_row_panels<T, NP>(proj_panels.data, (const T *)a.w_hr, 1, P, H, nt);
     const T *b_ih = (const T *)a.b_ih, *b_hh = (const T *)a.b_hh;
     for (int g = 0; g < G; ++g)
@@ -246,9 +284,9 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     ForwardLoop<T, Cell> loop;
     loop.B = B; loop.H = H; loop.P = P; loop.GH = GH; loop.Hp = Hp; loop.ldy = a.ldy;
     loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
-    loop.panels = panels.data; loop.proj_panels = proj_panels.data;
+    loop.panels = prepacked ? (const T *)a.packed_w_hh : panels.data; loop.proj_panels = proj_panels.data;
     loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct; loop.gemv_steps = gemv_steps;
-    loop.x = (const T *)a.x; loop.in_panels = in_panels.data; loop.I = I; loop.fused_input = fused_input;
+    loop.x = (const T *)a.x; loop.in_panels = prepacked ? (const T *)a.packed_w_ih : in_panels.data; loop.I = I; loop.fused_input = fused_input;
     loop.tokens = tokens; loop.token_table = (const T *)a.token_table;
     loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;

@@ -188,6 +188,11 @@ inline void current_thread(int &tid, int &nth) {
 // barrier.wait()): body(tid, nth, barrier) on num_threads threads sharing one StepBarrier.
 template <class F> inline void step_region(int num_threads, F &&body) {
     StepBarrier barrier;
+    if (num_threads <= 1) {  // no region: entering one costs about a microsecond, a streaming step's worth
+        barrier.count = 1;
+        body(0, 1, barrier);
+        return;
+    }
 #pragma omp parallel num_threads(num_threads)
     {
         int tid, nth;

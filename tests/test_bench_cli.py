@@ -52,6 +52,17 @@ def test_runner_fastrnn_vs_reference_on_every_kind_of_row():
     assert [r["threads"] for r in rows[:2]] == [1, 2]
 
 
+def test_runner_times_the_frozen_snapshot_on_inference_rows():
+    settings = Settings(threads=(1,), engines=("fastrnn", "fastrnn_frozen", "reference"), **FAST)
+    for row in run(tiny_cases(), settings):
+        if row["mode"] == "inference":
+            check_row(row, ["fastrnn", "fastrnn_frozen", "reference"])
+            assert row["check"]["ok"]["fastrnn_frozen"] and row["check"]["max_abs_diff"]["fastrnn_frozen"] < 1e-4
+        else:
+            assert "fastrnn_frozen" not in row["ms"]
+        assert row["best_peer"] is None and row["frozen_vs_best_peer"] is None  # not a peer of fastrnn
+
+
 def test_runner_with_torch_and_onnxruntime():
     pytest.importorskip("torch")
     settings = Settings(threads=(1,), engines=("fastrnn", "torch", "torch_cell", "onnxruntime"), **FAST)

@@ -12,10 +12,11 @@ import scipy_openblas32  # noqa: F401  (loads the BLAS the kernels link, before 
 
 from . import reference
 from ._grad_mode import is_grad_enabled, no_grad
+from .frozen import FrozenLayer, freeze
 from .jordan import JordanRNN
 from .layers import GRU, LSTM, RNN
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "no_grad", "is_grad_enabled", "set_num_threads", "get_num_threads",
-           "reference", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "freeze", "FrozenLayer", "no_grad", "is_grad_enabled",
+           "set_num_threads", "get_num_threads", "reference", "__version__"]

@@ -30,8 +30,9 @@ def add_bench_arguments(parser):
                              "of these comma-separated glob patterns, e.g. --rows lstm,gru/stream; --rows jordan "
                              "runs the Jordan network group instead (teacher forcing vs Elman BPTT)")
     parser.add_argument("--engines", default=None,
-                        help="comma-separated engines to run (default: all of fastrnn,reference,torch,"
-                             "torch_cell,onnxruntime,keras that are installed)")
+                        help="comma-separated engines to run (default: all of fastrnn,fastrnn_frozen,reference,"
+                             "torch,torch_cell,onnxruntime,keras that are installed; fastrnn_frozen is "
+                             "fastrnn.freeze, on inference rows)")
     parser.add_argument("--json", metavar="PATH", help="write every row (and the machine's details) as JSON")
     parser.add_argument("--markdown", metavar="PATH",
                         help="write the tables into PATH between its generated-section markers (e.g. BENCHMARKS.md)")

@@ -32,6 +32,8 @@ cdef extern from "fastrnn.h" nogil:
         int num_threads
         const int64_t *tokens
         const void *token_table
+        const void *packed_w_ih
+        const void *packed_w_hh
     ctypedef struct fastrnn_backward_args:
         int cell, dtype
         int64_t steps, batch, input_size, hidden_size, proj_size
@@ -112,6 +114,8 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_variant_backward(const fastrnn_variant_args *args)
     int fastrnn_forward(const fastrnn_forward_args *args)
     int fastrnn_backward(const fastrnn_backward_args *args)
+    int64_t fastrnn_packed_weight_size(int cell, int dtype, int64_t hidden_size, int64_t k)
+    int fastrnn_pack_weight(int cell, int dtype, int64_t hidden_size, int64_t k, const void *w, void *out)
     int fastrnn_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                      const void *a, int64_t lda, const void *b, int64_t ldb, double beta, void *c, int64_t ldc,
                      int num_threads)
@@ -155,6 +159,29 @@ def fused_input():
     return bool(fastrnn_fused_input())
 
 
+def packed_weight_size(str mode, dtype, int64_t hidden_size, int64_t k):
+    """Elements of a (G*H, k) weight of this cell packed by pack_weight."""
+    return fastrnn_packed_weight_size(CELLS[mode], 1 if np.dtype(dtype).itemsize == 8 else 0, hidden_size, k)
+
+
+def pack_weight(str mode, cnp.ndarray w, int64_t hidden_size, cnp.ndarray out):
+    """out (1-D, packed_weight_size elements, w's dtype) = w (G*H, k), C-contiguous, in the forward kernels'
+    packed layout (fastrnn.h: packed_w_ih / packed_w_hh)."""
+    if w.ndim != 2 or out.ndim != 1:
+        raise ValueError("pack_weight: w must be a C-contiguous (G*H, k) float array and out a matching buffer")
+    cdef int64_t k = w.shape[1]
+    cdef int dtype = _dtype_code(w)
+    if (not w.flags.c_contiguous or w.dtype != out.dtype or w.dtype.char not in "fd" or
+            w.shape[0] % hidden_size or not out.flags.c_contiguous or
+            out.shape[0] != fastrnn_packed_weight_size(CELLS[mode], dtype, hidden_size, k)):
+        raise ValueError("pack_weight: w must be a C-contiguous (G*H, k) float array and out a matching buffer")
+    cdef int status, cell = CELLS[mode]
+    with nogil:
+        status = fastrnn_pack_weight(cell, dtype, hidden_size, k, cnp.PyArray_DATA(w), cnp.PyArray_DATA(out))
+    if status != FASTRNN_OK:
+        _raise(status, "pack_weight")
+
+
 cdef inline void *_data(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
 
@@ -175,10 +202,12 @@ cdef _raise(int status, str what):
 
 
 def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, bint reverse,
-            int64_t hidden_size, cnp.ndarray y, int64_t ldy, hn, cn, gates, h_prev, aux, token_table=None):
+            int64_t hidden_size, cnp.ndarray y, int64_t ldy, hn, cn, gates, h_prev, aux, token_table=None,
+            packed=None):
     """y is a (T, B, P) view whose (t, b) rows are ldy elements apart; everything else C-contiguous.
     P = y.shape[2] is the state size: hidden_size, or the projection size when w_hr is given.
-    With token_table (V, G*H), x is the (T, B) int64 token ids instead of the input (fastrnn.h)."""
+    With token_table (V, G*H), x is the (T, B) int64 token ids instead of the input (fastrnn.h).
+    packed: (W_ih, W_hh) packed by pack_weight from exactly these weights, or None."""
     cdef fastrnn_forward_args a
     cdef int status
     a.cell = CELLS[mode]
@@ -206,6 +235,8 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     a.h_prev = _data(h_prev)
     a.aux = _data(aux)
     a.num_threads = _num_threads
+    a.packed_w_ih = NULL if packed is None else _data(packed[0])
+    a.packed_w_hh = NULL if packed is None else _data(packed[1])
     with nogil:
         status = fastrnn_forward(&a)
     if status != FASTRNN_OK:
@@ -506,15 +537,19 @@ cdef class StreamStep:
     cdef int cell, type_num, dtype_code
     cdef int64_t input_size, hidden_size, max_rows
     cdef bint lstm
-    cdef object k_ih, k_hh, k_bih, k_bhh
+    cdef object k_ih, k_hh, k_bih, k_bhh, packed
 
-    def __init__(self, str mode, dtype, int64_t input_size, int64_t hidden_size, int64_t max_rows, keys):
+    def __init__(self, str mode, dtype, int64_t input_size, int64_t hidden_size, int64_t max_rows, keys,
+                 packed=None):
+        """keys: of (w_ih, w_hh, b_ih, b_hh) in the params given to run(); packed: as forward's (the weights
+        of an inference snapshot, which never change)."""
         self.cell = CELLS[mode]
         self.type_num = np.dtype(dtype).num
         self.dtype_code = 1 if self.type_num == cnp.NPY_FLOAT64 else 0
         self.input_size, self.hidden_size, self.max_rows = input_size, hidden_size, max_rows
         self.lstm = mode == "lstm"
         self.k_ih, self.k_hh, self.k_bih, self.k_bhh = keys
+        self.packed = packed
 
     def run(self, x, hx, params):
         """(y, hn) of the layer for x (T, B, input_size) and hx (None, or arrays of the state's exact shape,
@@ -572,6 +607,9 @@ cdef class StreamStep:
         a.hn = _data(hn)
         a.cn = _data(cn)
         a.num_threads = _num_threads
+        if self.packed is not None:
+            a.packed_w_ih = _data(self.packed[0])
+            a.packed_w_hh = _data(self.packed[1])
         cdef int status
         with nogil:
             status = fastrnn_forward(&a)

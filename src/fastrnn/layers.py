@@ -49,6 +49,8 @@ def _exact(arr, shape, dtype):
 
 class _CompiledLayer(RecurrentLayer):
     _skips_input_grad = True  # the backward kernel takes dx = NULL
+    # an inference snapshot's weights packed once (fastrnn.freeze): id(w_hh) -> (packed W_ih, packed W_hh)
+    _packed = None
 
     @property
     def _accepts_tokens(self):
@@ -79,8 +81,9 @@ class _CompiledLayer(RecurrentLayer):
             h_prev = empty((rows, P), self.dtype)
             aux_width = _AUX_WIDTH[self._mode]
             aux = empty((rows, aux_width * H), self.dtype) if aux_width else None
+        packed = None if self._packed is None else self._packed[id(w_hh)]
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
-                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux, token_table)
+                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux, token_table, packed)
         if not keep_tape:
             return None
         # backward must see the weights as they are now, whatever the caller changes in between (torch
@@ -103,8 +106,11 @@ class _CompiledLayer(RecurrentLayer):
                        for layer in range(self.num_layers))
         single = layers[0][0][1] if len(layers) == 1 and D == 1 else None  # the keys of the only direction
         # the streaming step in C (time-major, no projection)
-        stream = (_kernels.StreamStep(self._mode, self.dtype, self.input_size, self.hidden_size, max_rows, single[:4])
-                  if single is not None and single[4] is None and not self.batch_first else None)
+        stream = None
+        if single is not None and single[4] is None and not self.batch_first:
+            packed = None if self._packed is None else self._packed[id(self.params[single[1]])]
+            stream = _kernels.StreamStep(self._mode, self.dtype, self.input_size, self.hidden_size, max_rows,
+                                         single[:4], packed)
         return (True, self.dtype, self.batch_first, self.input_size, max_rows, self.num_layers * D, P,
                 self.hidden_size, D, self._mode == "lstm", layers, single, stream)
 
@@ -153,10 +159,11 @@ class _CompiledLayer(RecurrentLayer):
             k_ih, k_hh, k_bih, k_bhh, k_hr = single
             y = np.empty((T, B, P), dt)
             # the kernels read only the data pointers of states: the (1, B, P) arrays serve as (B, P)
+            packed = None if self._packed is None else self._packed[id(params[k_hh])]
             _kernels.forward(self._mode, x, h0_all, c0_all, params[k_ih], params[k_hh],
                              None if k_hr is None else params[k_hr], None if k_bih is None else params[k_bih],
                              None if k_bhh is None else params[k_bhh], None, False, H, y, P, hn_all, cn_all,
-                             None, None, None)
+                             None, None, None, None, packed)
             self._tape = None
             return (y.transpose(1, 0, 2) if batch_first else y), ((hn_all, cn_all) if lstm else hn_all)
 
@@ -185,8 +192,9 @@ class _CompiledLayer(RecurrentLayer):
                                                                width, hn, cn, True))
                 else:
                     w_ih, w_hh, b_ih, b_hh, w_hr = weights
+                    packed = None if self._packed is None else self._packed[id(w_hh)]
                     _kernels.forward(mode, layer_input, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, None, reverse,
-                                     H, y_out, width, hn, cn, None, None, None)
+                                     H, y_out, width, hn, cn, None, None, None, None, packed)
             if tape is not None:
                 tape.layers.append(direction_tapes)
                 if layer > 0:

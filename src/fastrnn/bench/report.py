@@ -3,7 +3,7 @@ import json
 
 from .peers import ENGINES
 
-ENGINE_LABELS = {"reference": "NumPy ref", "torch": "torch", "torch_cell": "torch cell",
+ENGINE_LABELS = {"fastrnn_frozen": "frozen", "reference": "NumPy ref", "torch": "torch", "torch_cell": "torch cell",
                  "onnxruntime": "ONNX RT", "keras": "Keras"}
 OTHER_ENGINES = [n for n in ENGINES if n != "fastrnn"]
 
@@ -53,7 +53,7 @@ def _memory_cell(row):
 
 HEADER = (["cell", "mode", "shape (T,B,D,H)", "thr", "fastrnn ms", "GF/s", "% sgemm"]
           + [ENGINE_LABELS[n] + " ms" for n in OTHER_ENGINES]
-          + ["best peer", "vs best", "vs torch", "vs ref", "max abs diff", "train MiB fastrnn/torch", "notes"])
+          + ["best peer", "vs best", "frozen vs best", "vs torch", "vs ref", "max abs diff", "train MiB fastrnn/torch", "notes"])
 
 
 def table_rows(rows):
@@ -68,6 +68,7 @@ def table_rows(rows):
                       fmt_num(row["gflops"], 1 if (row["gflops"] or 0) < 10 else 0), fmt_num(row["pct_sgemm"])]
                      + [fmt_ms(row["ms"].get(n)) for n in OTHER_ENGINES]
                      + [ENGINE_LABELS.get(row["best_peer"], "-"), fmt_ratio(row["speedup_vs_best_peer"]),
+                        fmt_ratio(row.get("frozen_vs_best_peer")),
                         fmt_ratio(row["speedup_vs_torch"]), fmt_ratio(row["speedup_vs_reference"]),
                         _check_cell(row), _memory_cell(row), mark])
     return cells, footnotes
@@ -110,9 +111,9 @@ def header_lines(meta):
     return lines + meta.get("warnings", [])
 
 
-def slower_rows(rows):
-    """Rows where some peer beat fastrnn: the ones to look at first."""
-    return [r for r in rows if r["speedup_vs_best_peer"] is not None and r["speedup_vs_best_peer"] < 1]
+def slower_rows(rows, key="speedup_vs_best_peer"):
+    """Rows where some peer beat fastrnn (or, with key="frozen_vs_best_peer", its inference snapshot)."""
+    return [r for r in rows if r.get(key) is not None and r[key] < 1]
 
 
 def write_json(path, meta, rows):
@@ -146,10 +147,11 @@ def markdown_section(meta, rows, plot_path=None):
     for threads in sorted({r["threads"] for r in rows}, reverse=True):
         subset = [r for r in rows if r["threads"] == threads]
         out += [f"### {threads} thread{'s' if threads > 1 else ''}", "", markdown_table(subset), ""]
-    slow = slower_rows(rows)
-    out += ["Rows where a peer is faster than fastrnn: "
-            + (", ".join(f"{r['name']} t={r['threads']} ({ENGINE_LABELS[r['best_peer']]} "
-                         f"{1 / r['speedup_vs_best_peer']:.2f}x faster)" for r in slow) or "none") + ".", ""]
+    for key, what in (("speedup_vs_best_peer", "fastrnn"), ("frozen_vs_best_peer", "fastrnn.freeze (inference rows)")):
+        slow = slower_rows(rows, key)
+        out += [f"Rows where a peer is faster than {what}: "
+                + (", ".join(f"{r['name']} t={r['threads']} ({ENGINE_LABELS[r['best_peer']]} "
+                             f"{1 / r[key]:.2f}x faster)" for r in slow) or "none") + ".", ""]
     if plot_path:
         out += [f"![fastrnn's speed-up over torch per row]({plot_path})", ""]
     return "\n".join(out + [END])

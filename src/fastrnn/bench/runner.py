@@ -32,6 +32,8 @@ def engines_for(case, settings):
     if case.kind == "torch_step":
         return [n for n in ("fastrnn", "torch") if n in settings.engines]
     names = ["fastrnn", "reference", "torch"]
+    if case.mode == "inference":
+        names.insert(1, "fastrnn_frozen")
     if case.kind == "stream":
         names.append("torch_cell")
     if case.mode == "inference" and case.lengths is None:
@@ -157,6 +159,8 @@ def make_row(case, threads, timings, check, notes, settings):
         "sgemm_gflops": sgemm,
     })
     row["pct_sgemm"] = 100 * row["gflops"] / sgemm if row["gflops"] and sgemm else None
+    frozen = ms.get("fastrnn_frozen")
+    row["frozen_vs_best_peer"] = peer_ms[best] / frozen if frozen and best else None
     return row
 
 

@@ -42,6 +42,7 @@ class Peer:
 # engine name -> (module, class); order = column order and round-robin order
 ENGINES = {
     "fastrnn": ("fastrnn.bench.peers.fastrnn_peer", "FastrnnPeer"),
+    "fastrnn_frozen": ("fastrnn.bench.peers.fastrnn_peer", "FrozenPeer"),  # fastrnn.freeze, inference rows
     "reference": ("fastrnn.bench.peers.fastrnn_peer", "ReferencePeer"),
     "torch": ("fastrnn.bench.peers.torch_peer", "TorchPeer"),
     "torch_cell": ("fastrnn.bench.peers.torch_peer", "TorchCellPeer"),

@@ -58,6 +58,15 @@ class FastrnnPeer(Peer):
         return out
 
 
+class FrozenPeer(FastrnnPeer):
+    """fastrnn.freeze(layer): the inference snapshot, weights packed once (as an ONNX Runtime session's)."""
+    name, label = "fastrnn_frozen", "fastrnn.freeze"
+
+    def __init__(self, case, work):
+        super().__init__(case, work)
+        self.layer = fastrnn.freeze(self.layer)
+
+
 class ReferencePeer(FastrnnPeer):
     name, label = "reference", "NumPy ref"
     namespace = reference
