@@ -233,8 +233,11 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     // each weight several times per read: with 1-3 rows the steps are bound by reading the panels, and
     // reading W_ih's too made them slower (1 thread, T = 100, H = 128: LSTM B = 1 0.45 -> 0.55 ms fused,
     // B = 3 1.00 -> 1.03; B = 4 1.20 -> 1.14; at 2 threads B = 1 0.39 -> 0.55).
-    const bool fused_input = !direct && !tokens && B >= kFusedInputMinBatch && fastrnn_fused_input() &&
-                             (double)GH * (double)(I + P) * sizeof(T) <= kFusedInputMaxBytes;
+    // With weights packed beforehand both ways give the same bits, and a single step is fused whatever
+    // its size (one pass over the panels, no pre-activation buffer: a streaming step).
+    const bool fused_input = !direct && !tokens && fastrnn_fused_input() &&
+                             ((prepacked && T_steps == 1) ||
+                              (B >= kFusedInputMinBatch && (double)GH * (double)(I + P) * sizeof(T) <= kFusedInputMaxBytes));
 
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;

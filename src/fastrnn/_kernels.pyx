@@ -537,12 +537,13 @@ cdef class StreamStep:
     cdef int cell, type_num, dtype_code
     cdef int64_t input_size, hidden_size, max_rows
     cdef bint lstm
-    cdef object k_ih, k_hh, k_bih, k_bhh, packed
+    cdef object k_ih, k_hh, k_bih, k_bhh, packed, weights
 
     def __init__(self, str mode, dtype, int64_t input_size, int64_t hidden_size, int64_t max_rows, keys,
-                 packed=None):
-        """keys: of (w_ih, w_hh, b_ih, b_hh) in the params given to run(); packed: as forward's (the weights
-        of an inference snapshot, which never change)."""
+                 packed=None, weights=None):
+        """keys: of (w_ih, w_hh, b_ih, b_hh) in the params given to run(); packed: as forward's, and weights:
+        those four arrays themselves, for an inference snapshot, whose weights never change (run() then
+        ignores its params)."""
         self.cell = CELLS[mode]
         self.type_num = np.dtype(dtype).num
         self.dtype_code = 1 if self.type_num == cnp.NPY_FLOAT64 else 0
@@ -550,6 +551,7 @@ cdef class StreamStep:
         self.lstm = mode == "lstm"
         self.k_ih, self.k_hh, self.k_bih, self.k_bhh = keys
         self.packed = packed
+        self.weights = weights
 
     def run(self, x, hx, params):
         """(y, hn) of the layer for x (T, B, input_size) and hx (None, or arrays of the state's exact shape,
@@ -580,9 +582,12 @@ cdef class StreamStep:
             h0, c0 = hx, None
         else:
             return None
-        w_ih, w_hh = params[self.k_ih], params[self.k_hh]
-        b_ih = None if self.k_bih is None else params[self.k_bih]
-        b_hh = None if self.k_bhh is None else params[self.k_bhh]
+        if self.weights is not None:
+            w_ih, w_hh, b_ih, b_hh = self.weights
+        else:
+            w_ih, w_hh = params[self.k_ih], params[self.k_hh]
+            b_ih = None if self.k_bih is None else params[self.k_bih]
+            b_hh = None if self.k_bhh is None else params[self.k_bhh]
         cdef cnp.npy_intp y_shape[3]
         y_shape[0] = T
         y_shape[1] = B

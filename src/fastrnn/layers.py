@@ -108,9 +108,12 @@ class _CompiledLayer(RecurrentLayer):
         # the streaming step in C (time-major, no projection)
         stream = None
         if single is not None and single[4] is None and not self.batch_first:
-            packed = None if self._packed is None else self._packed[id(self.params[single[1]])]
+            packed = weights = None
+            if self._packed is not None:  # an inference snapshot's: its weights never change
+                packed = self._packed[id(self.params[single[1]])]
+                weights = tuple(None if k is None else self.params[k] for k in single[:4])
             stream = _kernels.StreamStep(self._mode, self.dtype, self.input_size, self.hidden_size, max_rows,
-                                         single[:4], packed)
+                                         single[:4], packed, weights)
         return (True, self.dtype, self.batch_first, self.input_size, max_rows, self.num_layers * D, P,
                 self.hidden_size, D, self._mode == "lstm", layers, single, stream)
 
