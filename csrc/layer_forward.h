@@ -216,10 +216,10 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
     const bool tape = a.gates != nullptr;
     // Direct (unpacked) steps: for a step or two packing W_hh costs more than it saves; with one row and
-    // big weights each step is a matrix-vector product bound by reading W_hh, which OpenBLAS's gemv
-    // streams faster than our panels (db-b1 LSTM, 1 thread: 148 -> ~60 us per step).
-    // (The choice depends on the shape alone, so a sequence streamed one step per call gives the same
-    // bits as one call over it.)
+    // big weights each step is a matrix-vector product bound by reading W_hh, and OpenBLAS's gemv needs no
+    // packing (db-b1, 1 thread, packing included: LSTM 2.36 ms either way, GRU 1.75 against 1.6 on the
+    // panels). The choice depends on the shape alone; streamed steps and one call agree bit for bit on
+    // the gemv path (tests/test_streaming.py), and to rounding elsewhere (BLAS's blocking depends on T).
     // Weights packed beforehand (fastrnn.freeze): every product on the panels, whatever T and B.
     const bool prepacked = a.packed_w_hh != nullptr;
     const bool gemv_steps = !prepacked && B == 1 && GH * P >= kGemvMinWeights && !projected;
@@ -241,7 +241,8 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
 
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
-    if (!order.build(a.lengths, T_steps, B) || !panels.allocate(direct || prepacked ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
+    if (!order.build(a.lengths, T_steps, B) ||
+        !panels.allocate(direct || prepacked ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
         (direct && !hh.allocate(B * GH)) ||
         (fused_input && !prepacked && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) || !c_state.allocate(B * H) ||
@@ -289,7 +290,8 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     loop.reverse = a.reverse != 0; loop.tape = tape; loop.projected = projected; loop.order = &order;
     loop.panels = prepacked ? (const T *)a.packed_w_hh : panels.data; loop.proj_panels = proj_panels.data;
     loop.w_hh = (const T *)a.w_hh; loop.hh = hh.data; loop.direct = direct; loop.gemv_steps = gemv_steps;
-    loop.x = (const T *)a.x; loop.in_panels = prepacked ? (const T *)a.packed_w_ih : in_panels.data; loop.I = I; loop.fused_input = fused_input;
+    loop.x = (const T *)a.x; loop.I = I; loop.fused_input = fused_input;
+    loop.in_panels = prepacked ? (const T *)a.packed_w_ih : in_panels.data;
     loop.tokens = tokens; loop.token_table = (const T *)a.token_table;
     loop.bias_x = bias_x.data; loop.bias_hn = bias_hn.data;
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;
