@@ -76,4 +76,5 @@ def test_recurrent_step(benchmark, cell, shape, T, impl, threads, numpy_threads,
     flops = Case(cell, "inference", shape, T, B, D, H).flops
     benchmark.extra_info["flops"] = flops
     benchmark(run)
-    benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9
+    if benchmark.stats:  # (None under --benchmark-disable)
+        benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9

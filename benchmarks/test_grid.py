@@ -34,4 +34,5 @@ def test_grid(benchmark, case, engine, threads):
     benchmark.extra_info.update(flops=case.flops, shape=case.shape)
     peer.run()  # warm-up (first-call allocations, packed weights, lazy initialisation)
     benchmark(peer.run)
-    benchmark.extra_info["gflops"] = case.flops / benchmark.stats.stats.median / 1e9
+    if benchmark.stats:  # (None under --benchmark-disable, where each engine runs once as a smoke test)
+        benchmark.extra_info["gflops"] = case.flops / benchmark.stats.stats.median / 1e9
