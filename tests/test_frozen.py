@@ -183,3 +183,26 @@ def test_pack_weight_checks_its_buffers():
             _kernels.pack_weight("lstm", w, 2, out)
     with pytest.raises(ValueError, match="pack_weight"):
         _kernels.pack_weight("lstm", np.ones(8, np.float32), 2, np.empty(size, np.float32))
+
+
+def test_one_snapshot_called_from_two_threads():
+    """Calls share nothing but the read-only weights: two threads get the serial results."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    frozen = fastrnn.freeze(fastrnn.LSTM(6, 20, seed=12))
+    inputs = [(rng.standard_normal((T, 3, 6)).astype(np.float32), None) for T in (1, 5, 1, 8) * 5]
+    serial = [frozen(x, hx) for x, hx in inputs]
+    results = [None] * len(inputs)
+
+    def work(part):
+        for i in range(part, len(inputs), 2):
+            results[i] = frozen(*inputs[i])
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, serial):
+        assert_outputs(got, want, exact=True)

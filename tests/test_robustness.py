@@ -64,6 +64,19 @@ JUNK_SCRIPT = textwrap.dedent("""
                         ok += 1
                     except (ValueError, TypeError, KeyError, RuntimeError):
                         ok += 1
+    for cls in (fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU):  # inference snapshots (fastrnn.freeze)
+        for kw in ({}, {"bidirectional": True, "num_layers": 2}):
+            snap = fastrnn.freeze(cls(3, 4, **kw))
+            for j in junk:
+                for call in (lambda: snap(j), lambda: snap(np.zeros((2, 2, 3)), j),
+                             lambda: snap(np.zeros((1, 2, 3), np.float32), j),
+                             lambda: snap(np.zeros((2, 2, 3)), None, j), lambda: fastrnn.freeze(j)):
+                    try:
+                        snap(np.zeros((2, 2, 3)))
+                        call()
+                        ok += 1
+                    except (ValueError, TypeError, KeyError, RuntimeError):
+                        ok += 1
     for bad in (dict(input_size=0, hidden_size=2), dict(input_size=2, hidden_size=-1),
                 dict(input_size=2, hidden_size=2, num_layers=0), dict(input_size=2, hidden_size=2, dropout=2),
                 dict(input_size=2, hidden_size=2, dtype=np.int8), dict(input_size="a", hidden_size=2),
