@@ -195,6 +195,16 @@ cdef int _dtype_code(cnp.ndarray arr):
     return 1 if arr.dtype.itemsize == 8 else 0
 
 
+cdef int _run_forward(fastrnn_forward_args *a) except -1:
+    """The forward kernel on filled arguments, without the GIL; a status other than OK raises."""
+    cdef int status
+    with nogil:
+        status = fastrnn_forward(a)
+    if status != FASTRNN_OK:
+        _raise(status, "forward")
+    return 0
+
+
 cdef _raise(int status, str what):
     if status == FASTRNN_ERR_NOMEM:
         raise MemoryError(f"fastrnn {what}: could not allocate the kernel's workspace")
@@ -209,7 +219,6 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     With token_table (V, G*H), x is the (T, B) int64 token ids instead of the input (fastrnn.h).
     packed: (W_ih, W_hh) packed by pack_weight from exactly these weights, or None."""
     cdef fastrnn_forward_args a
-    cdef int status
     a.cell = CELLS[mode]
     a.dtype = _dtype_code(y)
     a.steps, a.batch, a.input_size = _sizes(x, w_ih, token_table is not None)
@@ -237,10 +246,7 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     a.num_threads = _num_threads
     a.packed_w_ih = NULL if packed is None else _data(packed[0])
     a.packed_w_hh = NULL if packed is None else _data(packed[1])
-    with nogil:
-        status = fastrnn_forward(&a)
-    if status != FASTRNN_OK:
-        _raise(status, "forward")
+    _run_forward(&a)
 
 
 def backward(str mode, bint reverse, lengths, cnp.ndarray x, w_ih, w_hh, w_hr, int64_t hidden_size,
@@ -615,9 +621,5 @@ cdef class StreamStep:
         if self.packed is not None:
             a.packed_w_ih = _data(self.packed[0])
             a.packed_w_hh = _data(self.packed[1])
-        cdef int status
-        with nogil:
-            status = fastrnn_forward(&a)
-        if status != FASTRNN_OK:
-            _raise(status, "forward")
+        _run_forward(&a)
         return y, ((hn, cn) if self.lstm else hn)

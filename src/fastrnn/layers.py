@@ -52,6 +52,11 @@ class _CompiledLayer(RecurrentLayer):
     # an inference snapshot's weights packed once (fastrnn.freeze): id(w_hh) -> (packed W_ih, packed W_hh)
     _packed = None
 
+    def _packed_weights(self, w_hh):
+        """(packed W_ih, packed W_hh) of the direction whose W_hh this is, for an inference snapshot; None
+        for a live layer (the kernels pack on each call)."""
+        return None if self._packed is None else self._packed[id(w_hh)]
+
     @property
     def _accepts_tokens(self):
         return not self.variant
@@ -81,9 +86,8 @@ class _CompiledLayer(RecurrentLayer):
             h_prev = empty((rows, P), self.dtype)
             aux_width = _AUX_WIDTH[self._mode]
             aux = empty((rows, aux_width * H), self.dtype) if aux_width else None
-        packed = None if self._packed is None else self._packed[id(w_hh)]
         _kernels.forward(self._mode, x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengths, reverse,
-                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux, token_table, packed)
+                         H, y_out, ldy, hn_out, cn_out, gates, h_prev, aux, token_table, self._packed_weights(w_hh))
         if not keep_tape:
             return None
         # backward must see the weights as they are now, whatever the caller changes in between (torch
@@ -110,7 +114,7 @@ class _CompiledLayer(RecurrentLayer):
         if single is not None and single[4] is None and not self.batch_first:
             packed = weights = None
             if self._packed is not None:  # an inference snapshot's: its weights never change
-                packed = self._packed[id(self.params[single[1]])]
+                packed = self._packed_weights(self.params[single[1]])
                 weights = tuple(None if k is None else self.params[k] for k in single[:4])
             stream = _kernels.StreamStep(self._mode, self.dtype, self.input_size, self.hidden_size, max_rows,
                                          single[:4], packed, weights)
@@ -162,11 +166,10 @@ class _CompiledLayer(RecurrentLayer):
             k_ih, k_hh, k_bih, k_bhh, k_hr = single
             y = np.empty((T, B, P), dt)
             # the kernels read only the data pointers of states: the (1, B, P) arrays serve as (B, P)
-            packed = None if self._packed is None else self._packed[id(params[k_hh])]
             _kernels.forward(self._mode, x, h0_all, c0_all, params[k_ih], params[k_hh],
                              None if k_hr is None else params[k_hr], None if k_bih is None else params[k_bih],
                              None if k_bhh is None else params[k_bhh], None, False, H, y, P, hn_all, cn_all,
-                             None, None, None, None, packed)
+                             None, None, None, None, self._packed_weights(params[k_hh]))
             self._tape = None
             return (y.transpose(1, 0, 2) if batch_first else y), ((hn_all, cn_all) if lstm else hn_all)
 
@@ -195,9 +198,8 @@ class _CompiledLayer(RecurrentLayer):
                                                                width, hn, cn, True))
                 else:
                     w_ih, w_hh, b_ih, b_hh, w_hr = weights
-                    packed = None if self._packed is None else self._packed[id(w_hh)]
                     _kernels.forward(mode, layer_input, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, None, reverse,
-                                     H, y_out, width, hn, cn, None, None, None, None, packed)
+                                     H, y_out, width, hn, cn, None, None, None, None, self._packed_weights(w_hh))
             if tape is not None:
                 tape.layers.append(direction_tapes)
                 if layer > 0:
