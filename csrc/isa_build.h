@@ -9,6 +9,9 @@
 #include <stdlib.h>
 
 #include <type_traits>
+#if defined(__AVX__)
+#include <immintrin.h>  // simd.h: single-instruction rounding, clamping and scaling in vexp
+#endif
 
 #include <cblas.h>
 #ifdef _OPENMP

@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__AVX__)
+#include <immintrin.h>  // simd.h uses intrinsics on AVX builds (csrc/isa_build.h includes it for the kernels)
+#endif
 
 namespace {
 #include "simd.h"
