@@ -297,7 +297,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     loop.gates = gates; loop.h_prev = (T *)a.h_prev; loop.aux = (T *)a.aux; loop.y = (T *)a.y;
     loop.c_state = c_state.data; loop.h_raw = h_raw.data;
     loop.h_state[0] = h_state.data; loop.h_state[1] = h_state.data + B * P;
-    loop.run(T_steps, loop_threads(nt, B, GH, P, GH * (P + (fused_input ? I : 0))));
+    loop.run(T_steps, loop_threads(nt, B, GH, P));
 
     T *hn = (T *)a.hn;
     for (int64_t b = 0; b < B; ++b)  // row b last wrote h_state[lengths[b] & 1]

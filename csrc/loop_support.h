@@ -162,15 +162,9 @@ struct StepBarrier {
 // Threads for the time loop: every step ends in a barrier (about a microsecond, far more when another
 // process holds a core), so steps with little work run on one thread. Results do not depend on it:
 // the items are the same whatever the thread count.
-inline int loop_threads(int requested, int64_t batch, int64_t gate_rows, int64_t state_size,
-                        int64_t weights_read = 0) {
+inline int loop_threads(int requested, int64_t batch, int64_t gate_rows, int64_t state_size) {
     const double flops_per_step = 2.0 * (double)batch * (double)gate_rows * (double)state_size;
-    // With one or two rows a step is bound by reading its packed weights instead (about 115 GB/s from
-    // L2 on one core: a weight takes the time of about 5 flops), and sharing them between cores halves
-    // that read. 2 threads, one streaming step (B = 1, D = H = 128, W_ih and W_hh read): LSTM 6.7 ->
-    // 5.4 us, GRU 4.9 -> 4.4; the RNN's 128 KB stay on one thread (2.3 us; 3.0 on two).
-    const double read_cost = 5.0 * (double)weights_read;
-    return flops_per_step < 4e5 && read_cost < 4e5 ? 1 : requested;
+    return flops_per_step < 4e5 ? 1 : requested;
 }
 
 // Split n_items among threads in contiguous ranges (panel-major items keep each thread on the same
