@@ -142,3 +142,20 @@ def num_threads(n):
         yield
     finally:
         fastrnn.set_num_threads(old)
+
+
+# --------------------------------------------------------------- native builds of csrc/ headers
+# The compiler flags of each vector width the wheel ships (CMakeLists.txt's add_isa_build): baseline,
+# AVX2, AVX-512. Tests that compile a csrc/ header per width (test_pack_panels.py, test_activations.py)
+# check the widths this CPU does not dispatch to.
+VECTOR_WIDTH_FLAGS = {16: [], 32: ["-mavx2", "-mfma"],
+                      64: ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma"]}
+
+
+def cpu_runs_vector_width(vector_bytes):
+    """Whether this CPU can run a build of that vector width (Linux's /proc/cpuinfo flags)."""
+    import pathlib
+
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return {16: True, 32: " avx2 " in flags and " fma " in flags, 64: " avx512bw " in flags}[vector_bytes]

@@ -11,15 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from _helpers import VECTOR_WIDTH_FLAGS, cpu_runs_vector_width
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "native" / "activations_dump.cpp"
-FLAGS = {16: [], 32: ["-mavx2", "-mfma"], 64: ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma"]}
-
-
-def _cpu_runs(vector_bytes):
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return {16: True, 32: " avx2 " in flags and " fma " in flags, 64: " avx512bw " in flags}[vector_bytes]
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +25,14 @@ def outputs(tmp_path_factory):
         pytest.skip("no C++ compiler on PATH")
     folder = tmp_path_factory.mktemp("activations")
     results = {}
-    for vector_bytes in sorted(FLAGS):
-        if not _cpu_runs(vector_bytes):
+    for vector_bytes in sorted(VECTOR_WIDTH_FLAGS):
+        if not cpu_runs_vector_width(vector_bytes):
             continue
         exe, dump = folder / f"activations_{vector_bytes}", folder / f"activations_{vector_bytes}.bin"
         # The kernels' flags (CMakeLists.txt): GNU mode, so the compiler fuses multiply-adds as it does there.
         subprocess.run([compiler, "-O3", "-std=gnu++17", "-fno-math-errno", f"-I{ROOT / 'csrc'}",
-                        f"-DFASTRNN_VEC_BYTES={vector_bytes}", *FLAGS[vector_bytes], str(SOURCE), "-o", str(exe)],
+                        f"-DFASTRNN_VEC_BYTES={vector_bytes}", *VECTOR_WIDTH_FLAGS[vector_bytes], str(SOURCE),
+                        "-o", str(exe)],
                        check=True, capture_output=True)
         subprocess.run([str(exe), str(dump)], check=True, capture_output=True)
         values = np.fromfile(dump, np.float32)
@@ -44,7 +40,7 @@ def outputs(tmp_path_factory):
     return results
 
 
-@pytest.mark.parametrize("vector_bytes", sorted(FLAGS))
+@pytest.mark.parametrize("vector_bytes", sorted(VECTOR_WIDTH_FLAGS))
 def test_activations_are_accurate(outputs, vector_bytes):
     if vector_bytes not in outputs:
         pytest.skip(f"this CPU cannot run the {vector_bytes}-byte build")

@@ -10,27 +10,22 @@ import subprocess
 
 import pytest
 
+from _helpers import VECTOR_WIDTH_FLAGS, cpu_runs_vector_width
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "native" / "pack_panels_check.cpp"
-FLAGS = {16: [], 32: ["-mavx2", "-mfma"], 64: ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma"]}
 
 
-def _cpu_runs(vector_bytes):
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return {16: True, 32: " avx2 " in flags and " fma " in flags, 64: " avx512bw " in flags}[vector_bytes]
-
-
-@pytest.mark.parametrize("vector_bytes", sorted(FLAGS))
+@pytest.mark.parametrize("vector_bytes", sorted(VECTOR_WIDTH_FLAGS))
 def test_packed_panels_match_layout(vector_bytes, tmp_path):
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler on PATH")
-    if not _cpu_runs(vector_bytes):
+    if not cpu_runs_vector_width(vector_bytes):
         pytest.skip(f"this CPU cannot run the {vector_bytes}-byte build")
     exe = tmp_path / f"pack_check_{vector_bytes}"
     subprocess.run([compiler, "-O2", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-DFASTRNN_VEC_BYTES={vector_bytes}",
-                    *FLAGS[vector_bytes], str(SOURCE), "-o", str(exe)], check=True, capture_output=True)
+                    *VECTOR_WIDTH_FLAGS[vector_bytes], str(SOURCE), "-o", str(exe)], check=True, capture_output=True)
     result = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 mismatched" in result.stdout
