@@ -195,6 +195,25 @@ cdef int _dtype_code(cnp.ndarray arr):
     return 1 if arr.dtype.itemsize == 8 else 0
 
 
+cdef inline void _set_forward_arrays(fastrnn_forward_args *a, h0, c0, w_ih, w_hh, b_ih, b_hh, y, int64_t ldy,
+                                     hn, cn, packed):
+    """The arrays both forward() and StreamStep.run() hand the kernel (None -> NULL); packed: (W_ih, W_hh)
+    packed by pack_weight, or None."""
+    a.h0 = _data(h0)
+    a.c0 = _data(c0)
+    a.w_ih = _data(w_ih)
+    a.w_hh = _data(w_hh)
+    a.b_ih = _data(b_ih)
+    a.b_hh = _data(b_hh)
+    a.y = _data(y)
+    a.ldy = ldy
+    a.hn = _data(hn)
+    a.cn = _data(cn)
+    a.num_threads = _num_threads
+    a.packed_w_ih = NULL if packed is None else _data(packed[0])
+    a.packed_w_hh = NULL if packed is None else _data(packed[1])
+
+
 cdef int _run_forward(fastrnn_forward_args *a) except -1:
     """The forward kernel on filled arguments, without the GIL; a status other than OK raises."""
     cdef int status
@@ -229,23 +248,11 @@ def forward(str mode, cnp.ndarray x, h0, c0, w_ih, w_hh, w_hr, b_ih, b_hh, lengt
     a.reverse = reverse
     a.lengths = <const int64_t *>_data(lengths)
     a.x = NULL if token_table is not None else _data(x)
-    a.h0 = _data(h0)
-    a.c0 = _data(c0)
-    a.w_ih = _data(w_ih)
-    a.w_hh = _data(w_hh)
+    _set_forward_arrays(&a, h0, c0, w_ih, w_hh, b_ih, b_hh, y, ldy, hn, cn, packed)
     a.w_hr = _data(w_hr)
-    a.b_ih = _data(b_ih)
-    a.b_hh = _data(b_hh)
-    a.y = _data(y)
-    a.ldy = ldy
-    a.hn = _data(hn)
-    a.cn = _data(cn)
     a.gates = _data(gates)
     a.h_prev = _data(h_prev)
     a.aux = _data(aux)
-    a.num_threads = _num_threads
-    a.packed_w_ih = NULL if packed is None else _data(packed[0])
-    a.packed_w_hh = NULL if packed is None else _data(packed[1])
     _run_forward(&a)
 
 
@@ -607,19 +614,6 @@ cdef class StreamStep:
         a.dtype = self.dtype_code
         a.steps, a.batch, a.input_size, a.hidden_size = T, B, self.input_size, H
         a.x = cnp.PyArray_DATA(xa)
-        a.h0 = _data(h0)
-        a.c0 = _data(c0)
-        a.w_ih = _data(w_ih)
-        a.w_hh = _data(w_hh)
-        a.b_ih = _data(b_ih)
-        a.b_hh = _data(b_hh)
-        a.y = _data(y)
-        a.ldy = H
-        a.hn = _data(hn)
-        a.cn = _data(cn)
-        a.num_threads = _num_threads
-        if self.packed is not None:
-            a.packed_w_ih = _data(self.packed[0])
-            a.packed_w_hh = _data(self.packed[1])
+        _set_forward_arrays(&a, h0, c0, w_ih, w_hh, b_ih, b_hh, y, H, hn, cn, self.packed)
         _run_forward(&a)
         return y, ((hn, cn) if self.lstm else hn)
