@@ -22,10 +22,12 @@ int main(int argc, char **argv) {
     typedef Simd<float>::vec V;
     const int L = Simd<float>::lanes;
     // Every 4099th float bit pattern (both signs: all exponents, NaNs, infinities, subnormals), then a dense
-    // run around each integer and half-integer of x * log2(e) in the exp's range, where rounding n can tie.
+    // run around each integer and half-integer of x * log2(e) in the exp's range, where rounding n can tie,
+    // then runs around the edges of the AVX-512 tanh's intervals (the smallest floats at the edge 0).
     const int64_t n_sparse = (int64_t)(((uint64_t)1 << 32) / 4099);
     const int64_t n_dense = 2 * 256 * 64;
-    const int64_t N = (n_sparse + n_dense + L - 1) / L * L;
+    const int64_t n_edges = 2 * 33 * 64;  // around each interval edge k * 0.3 of the AVX-512 tanh's table
+    const int64_t N = (n_sparse + n_dense + n_edges + L - 1) / L * L;
     float *x = (float *)calloc(4 * N, sizeof(float));
     if (x == NULL) return 1;
     for (int64_t i = 0; i < n_sparse; ++i) {
@@ -39,6 +41,14 @@ int main(int argc, char **argv) {
         memcpy(&bits, &center, sizeof bits);
         bits += (uint32_t)(i % 64) - 32;  // 32 floats either side
         memcpy(&x[n_sparse + i], &bits, sizeof bits);
+    }
+    for (int64_t i = 0; i < n_edges; ++i) {
+        const int64_t edge = (i / 64) % 33, sign = i / (33 * 64);  // edges 0, 0.3, ..., 9.6; both signs
+        float center = (float)(edge * 0.3) * (sign ? -1.0f : 1.0f);
+        uint32_t bits;
+        memcpy(&bits, &center, sizeof bits);
+        bits = edge == 0 ? (uint32_t)(i % 64) | (uint32_t)(sign << 31) : bits + (uint32_t)(i % 64) - 32;
+        memcpy(&x[n_sparse + n_dense + i], &bits, sizeof bits);
     }
     float *e = x + N, *s = x + 2 * N, *t = x + 3 * N;
     for (int64_t i = 0; i < N; i += L) {
