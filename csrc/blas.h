@@ -22,36 +22,6 @@ inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, do
                       (blasint)ldc);
 }
 
-// y = A x, A (m, n) row-major. (OpenBLAS's sgemm with one row packs all of A on every call; its
-// matrix-vector kernel streams A once: 4.7x faster for a 2048 x 512 A.)
-inline void gemv(int64_t m, int64_t n, const float *a, int64_t lda, const float *x, float *y) {
-    scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)n, 1.0f, a, (blasint)lda, x, 1, 0.0f, y, 1);
-}
-
-inline void gemv(int64_t m, int64_t n, const double *a, int64_t lda, const double *x, double *y) {
-    scipy_cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)n, 1.0, a, (blasint)lda, x, 1, 0.0, y, 1);
-}
-
-// The tile size for splitting `extent` rows or columns: at most 16 tiles, at least min_tile each,
-// multiples of 16. It depends on the shape alone, never on the thread count.
-inline int64_t shape_tile(int64_t extent, int64_t min_tile) {
-    const int64_t tile = (extent + 15) / 16;
-    return tile < min_tile ? min_tile : (tile + 15) / 16 * 16;
-}
-
-// gemv on tiles of rows chosen by the shape alone (at least 64 rows), shared among threads: each y
-// element always comes from the same call, bit-identical for any thread count.
-template <typename T>
-void parallel_gemv(int64_t m, int64_t n, const T *a, int64_t lda, const T *x, T *y, int num_threads) {
-    const int64_t tile = shape_tile(m, 64);
-    const int64_t n_tiles = (m + tile - 1) / tile;
-#pragma omp parallel for num_threads(num_threads) schedule(static) if (n_tiles > 1 && num_threads > 1)
-    for (int64_t i = 0; i < n_tiles; ++i) {
-        const int64_t start = i * tile, size = (start + tile <= m) ? tile : m - start;
-        gemv(size, n, a + start * lda, lda, x, y + start);
-    }
-}
-
 // Tiles of C along its longer side: a power of two of them (1 to 16, so 2, 4, 8 or 16 threads get equal
 // shares), each at least 128 rows or columns, 256 from 1024 on. Each tile repacks the other operand: with
 // 128-row tiles, OpenBLAS's copy routines took ~10% of a 1-thread LSTM medium training step, and 256

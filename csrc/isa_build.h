@@ -9,8 +9,9 @@
 #include <stdlib.h>
 
 #include <type_traits>
+#include <utility>  // row_dot.h: integer_sequence for the butterfly's shuffle masks
 #if defined(__AVX__)
-#include <immintrin.h>  // simd.h: single-instruction rounding, clamping and scaling in vexp
+#include <immintrin.h>  // simd.h: exp's rounding and scaling, the AVX-512 tanh's table, masked tails
 #endif
 
 #include <cblas.h>

@@ -11,6 +11,7 @@ namespace {
 #include "gru_cell.h"
 #include "recurrent_gemm.h"
 #include "blas.h"
+#include "row_dot.h"
 #include "loop_support.h"
 #include "layer_forward.h"
 #include "layer_backward.h"

@@ -1,11 +1,12 @@
 // Forward over the whole sequence, one layer and one direction, for any cell.
 // Included inside kernels_isa.cpp's per-ISA namespace (after the cells, recurrent_gemm.h, blas.h,
-// loop_support.h); its twin is layer_backward.h.
+// row_dot.h, loop_support.h); its twin is layer_backward.h.
 //
 // Work plan (DESIGN.md section 4):
 //   x W_ih^T: fused into phase 1 while W_ih and W_hh fit the cache together (fused_input below); else
-//     one GEMM over all valid (t, b) rows before the loop (padded ones are skipped). With token input
-//     the loop reads each row's x W_ih^T from token_table instead.
+//     one GEMM over all valid (t, b) rows before the loop (padded ones are skipped; up to kRowDotMaxRows
+//     rows, row_dot.h's product instead). With token input the loop reads each row's x W_ih^T from
+//     token_table instead.
 //   each step, phase 1: h_{t-1} W_hh^T (and x_t W_ih^T when fused) with the biases, the gate
 //     nonlinearities and the state update; items = (block of rows) x (panel of hidden units, all gates
 //     of a unit in one item).
@@ -21,7 +22,7 @@ template <class Cell> struct ForwardBlocking {  // R rows x G*U vectors of accum
     static constexpr int R = 24 / (Cell::G * U);
 };
 constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
-constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps use gemv
+constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps stay direct
 constexpr int kProjectionRows = 6;
 constexpr double kFusedInputMaxBytes = 16 << 20;  // W_ih and W_hh together, for the fused input projection
 constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows
@@ -42,7 +43,7 @@ template <typename T, class Cell> struct ForwardLoop {
     bool fused_input;                                  // x W_ih^T per item from in_panels (no GEMM beforehand)
     T *hh;                                             // (B, G*H): h_{t-1} W_hh^T, direct path only
     bool direct;                                       // short sequences: one BLAS product per step, no packing
-    bool gemv_steps;                                   // direct, B = 1 and big weights: the product is a gemv
+    bool gemv_steps;                                   // direct, B = 1 and big weights: each product is a matrix-vector one
     T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
     const int64_t *tokens;                            // token input: x W_ih^T of (t, b) is token_table's row
     const T *token_table;                             // tokens[t * B + b] (NULL: it is the row of gates)
@@ -147,9 +148,9 @@ template <typename T, class Cell> struct ForwardLoop {
         const int64_t n_panels = row_panel_count<T, U>(H);
         const int64_t n_proj_panels = row_panel_count<T, kProjectionVectors>(P);
         const int64_t *perm = order->perm.data;
-        if (direct) {  // no packing: the product per step straight from W_hh, then the cells on one thread
+        if (direct) {  // no packing: the product per step straight from W_hh (row_dot.h), then the cells
             for (int64_t s = 0; s < T_steps; ++s) {
-                if (gemv_steps) parallel_gemv(GH, P, w_hh, P, h_state[s & 1], hh, num_threads);
+                if (B <= kRowDotMaxRows) row_dot_product(B, GH, P, h_state[s & 1], P, w_hh, P, hh, GH, num_threads);
                 else gemm(false, true, B, GH, P, T(1), h_state[s & 1], P, w_hh, P, T(0), hh, GH);
                 run_items<RMAX>(order->active_rows(s), n_panels, 0, 1, [&](int64_t r0, int64_t n, int64_t p) {
                     dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
@@ -216,10 +217,12 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     const int64_t n_panels = row_panel_count<T, U>(H), Hp = n_panels * U * L;
     const bool tape = a.gates != nullptr;
     // Direct (unpacked) steps: for a step or two packing W_hh costs more than it saves; with one row and
-    // big weights each step is a matrix-vector product bound by reading W_hh, and OpenBLAS's gemv needs no
-    // packing (db-b1, 1 thread, packing included: LSTM 2.36 ms either way, GRU 1.75 against 1.6 on the
-    // panels). The choice depends on the shape alone; streamed steps and one call agree bit for bit on
-    // the gemv path (tests/test_streaming.py), and to rounding elsewhere (BLAS's blocking depends on T).
+    // big weights each step is a matrix-vector product bound by reading W_hh, which needs no packing. Their
+    // products read W_hh as it lies (row_dot.h; OpenBLAS's sgemm beyond kRowDotMaxRows rows), and so does
+    // the input projection of a call with few rows (db-b1, 1 thread: LSTM 2.6 -> 2.1 ms, GRU 1.85 -> 1.5,
+    // RNN 0.56 -> 0.42 against OpenBLAS's gemv and sgemm). The choice depends on the shape alone;
+    // streamed steps and one call agree bit for bit on the gemv path, whatever T (tests/test_streaming.py),
+    // and to rounding elsewhere (a long call's products run on the packed panels, in another order).
     // Weights packed beforehand (fastrnn.freeze): every product on the panels, whatever T and B.
     const bool prepacked = a.packed_w_hh != nullptr;
     const bool gemv_steps = !prepacked && B == 1 && GH * P >= kGemvMinWeights && !projected;
@@ -264,6 +267,8 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
         }
         if (prepacked)
             panel_input_projection<T, Cell>(order.n_packed, H, I, x_rows, (const T *)a.packed_w_ih, gates, nt);
+        else if (order.n_packed <= kRowDotMaxRows || gemv_steps)  // gemv steps: a streamed step gives the same bits
+            row_dot_product(order.n_packed, GH, I, x_rows, I, (const T *)a.w_ih, I, gates, GH, nt);
         else
             parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
     }

@@ -38,16 +38,57 @@ template <typename T> inline vec_t<T> load(const T *p) {
 }
 template <typename T> inline void store(T *p, vec_t<T> v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
-// n valid lanes (1..lanes); the rest read as zero and are never written.
+// n valid lanes (1..lanes); the rest read as zero and are never written (AVX-512: one masked load or
+// store, which touches no memory past the n lanes; elsewhere lane by lane).
 template <typename T> inline vec_t<T> load_n(const T *p, int n) {
     if (n == Simd<T>::lanes) return load(p);
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+    if constexpr (sizeof(T) == 4) return (vec_t<T>)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+    else return (vec_t<T>)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+#else
     vec_t<T> v = {};
     for (int i = 0; i < n; ++i) v[i] = p[i];
     return v;
+#endif
 }
 template <typename T> inline void store_n(T *p, vec_t<T> v, int n) {
     if (n == Simd<T>::lanes) { store(p, v); return; }
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+    if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+    else _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+#else
     for (int i = 0; i < n; ++i) p[i] = v[i];
+#endif
+}
+
+// a * b + c, rounded once wherever the build has FMA (x86: AVX2 and AVX-512; elsewhere __FP_FAST_FMA),
+// else a product and a sum. Explicit, for code whose bits must not depend on where the compiler chooses to
+// fuse (row_dot.h: one output computed by different instantiations must come out the same).
+inline Simd<float>::vec vfma(Simd<float>::vec a, Simd<float>::vec b, Simd<float>::vec c) {
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+    return (Simd<float>::vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && FASTRNN_VEC_BYTES == 32
+    return (Simd<float>::vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__FP_FAST_FMAF)
+    for (int i = 0; i < Simd<float>::lanes; ++i) c[i] = __builtin_fmaf(a[i], b[i], c[i]);
+    return c;
+#else
+    const Simd<float>::vec product = a * b;  // (no FMA in this build: nothing to fuse)
+    return product + c;
+#endif
+}
+inline Simd<double>::vec vfma(Simd<double>::vec a, Simd<double>::vec b, Simd<double>::vec c) {
+#if defined(__AVX512F__) && FASTRNN_VEC_BYTES == 64
+    return (Simd<double>::vec)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__) && FASTRNN_VEC_BYTES == 32
+    return (Simd<double>::vec)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#elif defined(__FP_FAST_FMA)
+    for (int i = 0; i < Simd<double>::lanes; ++i) c[i] = __builtin_fma(a[i], b[i], c[i]);
+    return c;
+#else
+    const Simd<double>::vec product = a * b;
+    return product + c;
+#endif
 }
 
 // Clamp to [lo, hi]; NaN passes through (every comparison with NaN is false).

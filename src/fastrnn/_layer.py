@@ -51,6 +51,18 @@ def _positive_int(value, name, minimum=1):
     return int(value)
 
 
+def _aligned_copy(value, dtype, alignment=64):
+    """A C-contiguous copy of value whose data starts on an alignment-byte boundary (NumPy's own
+    allocations start 16 bytes past one): the kernels read each weight row with whole-vector loads."""
+    value = np.asarray(value, dtype=dtype)
+    itemsize = value.dtype.itemsize
+    buffer = np.empty(value.size + alignment // itemsize, dtype)
+    start = (-buffer.ctypes.data % alignment) // itemsize
+    out = buffer[start:start + value.size].reshape(value.shape)
+    out[...] = value
+    return out
+
+
 class _Arrays(OrderedDict):
     """``params`` / ``grads``: the live arrays the kernels read and write. Replacing an entry goes
     through a check (same shape, converted to the layer's dtype, C-contiguous), so the kernels can
@@ -60,7 +72,7 @@ class _Arrays(OrderedDict):
         super().__init__()
         self._dtype = dtype
         for key, value in items:
-            super().__setitem__(key, value)
+            super().__setitem__(key, _aligned_copy(value, dtype))
 
     def __setitem__(self, key, value):
         if key not in self:

@@ -1,0 +1,154 @@
+// Y = X W^T for a few rows of X, from W as it lies (row-major, n x k): each output is the dot product of
+// a row of X with a row of W. Included inside kernels_isa.cpp's per-ISA namespace, after blas.h.
+//
+// layer_forward.h uses it for the products where packing W would not pay: the steps of the direct
+// (unpacked) path, h W_hh^T with one or a few rows, and the input projection x W_ih^T of a call with few
+// rows. OpenBLAS packs all of W on every sgemm call, which costs about as much as the product when X has
+// few rows, and its sgemv reads W more slowly (1 thread, float, AVX-512, W cache-resident; X rows x W shape):
+//   1 x (128 x 128): 0.9 us -> 0.56 us       1 x (512 x 128): 3.3 -> 2.3 us   1 x (2048 x 512): 55 -> 49 us
+//   4 x (2048 x 512): 286 -> 100 us          25 x (2048 x 512): 731 -> ~600 us (64 rows: even)
+//
+// Each output is summed in one fixed order: lane l of its vector accumulator takes k = l, l + L, l + 2L, ...
+// by explicit multiply-adds (vfma; the compiler fused some and not others in the tail) and the tail
+// through zero-padded loads, then its L lanes are added by a butterfly (lane l with l + L/2,
+// then l + L/4, ...). The blocking, the thread and the number of rows never change that order, so a row of
+// X gives the same bits alone or with others: a streamed step and one call over the sequence agree.
+
+constexpr int64_t kRowDotMaxRows = 32;             // rows of X up to which these products replace OpenBLAS
+constexpr double kRowDotParallelWork = 1 << 18;    // m * n * k from which threads share the rows of W
+
+// Lane l of butterfly round with blocks of W lanes: before the round a vector holds L / W accumulators'
+// partial sums, W lanes each; the round adds lane o and lane o + W/2 of every block (LOW picks the first,
+// HIGH the second), taking the blocks of two vectors, so each accumulator's lanes pair up the same way
+// whichever accumulators share its vector.
+template <int L, int W, bool HIGH> constexpr int butterfly_lane(int l) {
+    return (l / (L / 2)) * L + ((l % (L / 2)) / (W / 2)) * W + (HIGH ? W / 2 : 0) + l % (W / 2);
+}
+template <typename T, int W, bool HIGH, int... Ls>
+constexpr typename Simd<T>::ivec butterfly_mask(std::integer_sequence<int, Ls...>) {
+    return typename Simd<T>::ivec{butterfly_lane<Simd<T>::lanes, W, HIGH>(Ls)...};
+}
+template <typename T, int W> inline void butterfly_round(vec_t<T> *acc, int n) {
+    constexpr int L = Simd<T>::lanes;
+    constexpr typename Simd<T>::ivec low = butterfly_mask<T, W, false>(std::make_integer_sequence<int, L>{});
+    constexpr typename Simd<T>::ivec high = butterfly_mask<T, W, true>(std::make_integer_sequence<int, L>{});
+    for (int i = 0; i < n / 2; ++i)
+        acc[i] = __builtin_shuffle(acc[2 * i], acc[2 * i + 1], low) + __builtin_shuffle(acc[2 * i], acc[2 * i + 1], high);
+}
+
+// Rounds W, W/2, ..., 2 over the first n accumulators (halving them each round).
+template <typename T, int W> inline void butterfly_rounds(vec_t<T> *acc, int n) {
+    butterfly_round<T, W>(acc, n);
+    if constexpr (W > 2) butterfly_rounds<T, W / 2>(acc, n / 2);
+}
+
+// acc[0..L-1] -> a vector whose lane i is the sum of acc[i]'s lanes (acc is overwritten).
+template <typename T> inline vec_t<T> lane_sums(vec_t<T> *acc) {
+    butterfly_rounds<T, Simd<T>::lanes>(acc, Simd<T>::lanes);
+    return acc[0];
+}
+
+// y[r][c] for rows r < rows of x and c < cols of w (R x N accumulators, summed L at a time). FULL: rows = R
+// and cols = N, rows addressed from x and w directly (the common case; an array of row pointers made
+// the one-row product of 128 x 128 take 0.9 us instead of 0.56). Otherwise rows past rows / cols repeat
+// the last one and their sums are dropped.
+template <typename T, int R, int N, bool FULL>
+inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t ldw, int cols, int64_t k, T *y,
+                          int64_t ldy) {
+    typedef vec_t<T> V;
+    constexpr int L = Simd<T>::lanes, A = (R * N + L - 1) / L * L;
+    auto x_at = [&](int r) { return (FULL || r < rows ? r : rows - 1) * ldx; };  // offsets of the rows used
+    auto w_at = [&](int c) { return (FULL || c < cols ? c : cols - 1) * ldw; };
+    V acc[A];  // (loops over it fully unrolled, so it lives in registers)
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a) acc[a] = V{};
+    const int64_t full = k / L * L;
+    for (int64_t i = 0; i < full; i += L) {
+        V xv[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) xv[r] = load(x + x_at(r) + i);
+#pragma GCC unroll 16
+        for (int c = 0; c < N; ++c) {
+            const V wv = load(w + w_at(c) + i);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) acc[r * N + c] = vfma(xv[r], wv, acc[r * N + c]);
+        }
+    }
+    if (full < k) {  // zeros past k add nothing and leave every other lane's order as it is
+        const int tail = (int)(k - full);
+        V xv[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) xv[r] = load_n(x + x_at(r) + full, tail);
+#pragma GCC unroll 16
+        for (int c = 0; c < N; ++c) {
+            const V wv = load_n(w + w_at(c) + full, tail);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) acc[r * N + c] = vfma(xv[r], wv, acc[r * N + c]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < A; g += L) {
+        const V sums = lane_sums<T>(acc + g);
+        if (R == 1 && N == L && FULL) {
+            store(y, sums);
+            continue;
+        }
+        T s[L];
+        store(s, sums);
+        for (int i = 0; i < L && g + i < R * N; ++i) {
+            const int r = (g + i) / N, c = (g + i) % N;
+            if (r < rows && c < cols) y[r * ldy + c] = s[i];
+        }
+    }
+}
+
+template <typename T, int R, int N>
+inline void row_dot_any(const T *x, int64_t ldx, int rows, const T *w, int64_t ldw, int cols, int64_t k, T *y,
+                        int64_t ldy) {
+    if (rows == R && cols == N) row_dot_block<T, R, N, true>(x, ldx, rows, w, ldw, cols, k, y, ldy);
+    else row_dot_block<T, R, N, false>(x, ldx, rows, w, ldw, cols, k, y, ldy);
+}
+
+// The tile size for splitting `extent` rows: at most 16 tiles, at least min_tile each, multiples of 16. It
+// depends on the shape alone, never on the thread count.
+inline int64_t shape_tile(int64_t extent, int64_t min_tile) {
+    const int64_t tile = (extent + 15) / 16;
+    return tile < min_tile ? min_tile : (tile + 15) / 16 * 16;
+}
+
+// IN x (m, k) with row stride ldx, w (n, k) with row stride ldw; OUT y (m, n) with row stride ldy.
+// Threads share tiles of W's rows chosen by the shape alone (shape_tile, at least 64 rows);
+// each output is computed whole by one thread.
+template <typename T>
+void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, const T *w, int64_t ldw, T *y,
+                     int64_t ldy, int num_threads) {
+    constexpr int L = Simd<T>::lanes, RB = 4, NB = 4;  // blocks: one row of X x L rows of W, or RB x NB
+    if (m <= 0 || n <= 0) return;
+    const int64_t tile = shape_tile(n, 64), n_tiles = (n + tile - 1) / tile;
+    auto run_tile = [&](int64_t t) {
+        const int64_t end = (t + 1) * tile < n ? (t + 1) * tile : n;
+        int64_t i0 = 0;
+        for (; i0 + 1 < m; i0 += RB) {  // blocks of 2-4 rows of X against NB rows of W (W's block stays in L1)
+            const int rows = (int)(m - i0 < RB ? m - i0 : RB);
+            for (int64_t j = t * tile; j < end; j += NB) {
+                const int cols = (int)(end - j < NB ? end - j : NB);
+                T *out = y + i0 * ldy + j;
+                const T *xi = x + i0 * ldx, *wj = w + j * ldw;
+                if (rows == 4) row_dot_any<T, 4, NB>(xi, ldx, rows, wj, ldw, cols, k, out, ldy);
+                else if (rows == 3) row_dot_any<T, 3, NB>(xi, ldx, rows, wj, ldw, cols, k, out, ldy);
+                else row_dot_any<T, 2, NB>(xi, ldx, rows, wj, ldw, cols, k, out, ldy);
+            }
+        }
+        if (i0 < m)  // a single row of X (m = 1, or the last of an odd count): L rows of W at a time
+            for (int64_t j = t * tile; j < end; j += L) {
+                const int cols = (int)(end - j < L ? end - j : L);
+                row_dot_any<T, 1, L>(x + i0 * ldx, ldx, 1, w + j * ldw, ldw, cols, k, y + i0 * ldy + j, ldy);
+            }
+    };
+    if (num_threads > 1 && n_tiles > 1 && (double)m * (double)n * (double)k >= kRowDotParallelWork) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+        for (int64_t t = 0; t < n_tiles; ++t) run_tile(t);
+    } else {  // (a streaming step enters no OpenMP region: entering one costs about a microsecond)
+        for (int64_t t = 0; t < n_tiles; ++t) run_tile(t);
+    }
+}
