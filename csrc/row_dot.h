@@ -1,12 +1,13 @@
 // Y = X W^T for a few rows of X, from W as it lies (row-major, n x k): each output is the dot product of
-// a row of X with a row of W. Included inside kernels_isa.cpp's per-ISA namespace, after blas.h.
+// a row of X with a row of W. Included inside kernels_isa.cpp's per-ISA namespace (it needs simd.h only).
 //
 // layer_forward.h uses it for the products where packing W would not pay: the steps of the direct
 // (unpacked) path, h W_hh^T with one or a few rows, and the input projection x W_ih^T of a call with few
 // rows. OpenBLAS packs all of W on every sgemm call, which costs about as much as the product when X has
-// few rows, and its sgemv reads W more slowly (1 thread, float, AVX-512, W cache-resident; X rows x W shape):
-//   1 x (128 x 128): 0.9 us -> 0.56 us       1 x (512 x 128): 3.3 -> 2.3 us   1 x (2048 x 512): 55 -> 49 us
-//   4 x (2048 x 512): 286 -> 100 us          25 x (2048 x 512): 731 -> ~600 us (64 rows: even)
+// few rows, and its sgemv reads W no faster (1 thread, float, AVX-512, W 64-byte aligned; rows of X x W):
+//   4 x (2048 x 512): 284 -> 80 us     25 x (2048 x 512): 732 -> 510 us     32 x (2048 x 512): 834 -> 765 us
+//   1 x (128 x 128): 0.71 -> 0.63 us   1 x (512 x 128): 2.7 -> 2.6 us       1 x (2048 x 512): 52 -> 51 us
+// (one row of a 16 MB W, read from memory: 314 -> 351 us; with 64 rows of X OpenBLAS catches up).
 //
 // Each output is summed in one fixed order: lane l of its vector accumulator takes k = l, l + L, l + 2L, ...
 // by explicit multiply-adds (vfma; the compiler fused some and not others in the tail) and the tail
