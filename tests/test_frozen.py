@@ -140,7 +140,7 @@ def test_snapshot_attributes_and_repr():
                  "output_size", "num_directions", "dtype", "bias"):
         assert getattr(frozen, name) == getattr(layer, name)
     assert repr(frozen) == f"fastrnn.freeze({layer!r})"
-    assert frozen.forward.__func__ is fastrnn.FrozenLayer.__call__
+    assert fastrnn.FrozenLayer.forward is fastrnn.FrozenLayer.__call__  # forward is the call, as on a layer
     with pytest.raises(AttributeError):
         frozen.params  # noqa: B018 - the snapshot does not hand out its live arrays
     assert set(frozen.state_dict()) == set(layer.state_dict())

@@ -566,7 +566,7 @@ cdef class StreamStep:
         self.packed = packed
         self.weights = weights
 
-    def run(self, x, hx, params):
+    cpdef run(self, x, hx, params):
         """(y, hn) of the layer for x (T, B, input_size) and hx (None, or arrays of the state's exact shape,
         dtype and layout), or None."""
         if type(x) is not cnp.ndarray:
@@ -617,3 +617,17 @@ cdef class StreamStep:
         _set_forward_arrays(&a, h0, c0, w_ih, w_hh, b_ih, b_hh, y, H, hn, cn, self.packed)
         _run_forward(&a)
         return y, ((hn, cn) if self.lstm else hn)
+
+
+cdef class FastCall:
+    """The base of fastrnn.FrozenLayer, for its call in C: a call the snapshot's streaming step takes (no
+    lengths; arrays of the right dtype, shape and layout) goes straight to StreamStep.run, without a Python
+    frame (about 0.3 us of a 4.7 us GRU step); any other call goes to the subclass's _general_call."""
+    cdef public object _step, _params
+
+    def __call__(self, x, hx=None, lengths=None):
+        if lengths is None and self._step is not None:
+            out = (<StreamStep>self._step).run(x, hx, self._params)
+            if out is not None:
+                return out
+        return self._general_call(x, hx, lengths)

@@ -1,8 +1,8 @@
 """fastrnn.freeze(layer): an inference snapshot of a compiled layer, its weights packed once."""
-import numpy as np
 
 from . import _kernels
 from ._grad_mode import no_grad
+from ._layer import _aligned_empty
 from .layers import _CompiledLayer
 
 # what a snapshot tells about itself (read from its private copy of the layer)
@@ -10,21 +10,12 @@ _SHOWN = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bid
           "output_size", "num_directions", "gate_size", "nonlinearity", "dropout")
 
 
-def _aligned_empty(size, dtype, alignment=64):
-    """A 1-D array of size elements whose data starts on a cache line: the kernels load whole 64-byte
-    vectors from the panels (NumPy aligns to 16 bytes only)."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(size * itemsize + alignment, np.uint8)
-    start = -raw.ctypes.data % alignment
-    return raw[start:start + size * itemsize].view(dtype)
-
-
 def freeze(layer):
     """An inference snapshot of a fastrnn.RNN, LSTM or GRU: see FrozenLayer."""
     return FrozenLayer(layer)
 
 
-class FrozenLayer:
+class FrozenLayer(_kernels.FastCall):
     """An inference snapshot of a fastrnn.RNN, LSTM or GRU (``fastrnn.freeze(layer)``): its own copy of the
     weights, packed once into the kernels' layout.
 
@@ -37,7 +28,8 @@ class FrozenLayer:
     ``(y, hn)``, always without a tape and without dropout (evaluation mode). Every product runs on the
     packed weights, so results do not depend on the sequence length or the thread count: a sequence
     streamed one step per call equals one call over it, bit for bit. They may differ from the layer's own
-    results in the last bits (the layer's input projection goes through BLAS)."""
+    results in the last bits (the layer's products run in other orders: BLAS, or csrc/row_dot.h's
+    products from the unpacked weights)."""
 
     def __init__(self, layer):
         if not isinstance(layer, _CompiledLayer):
@@ -73,16 +65,13 @@ class FrozenLayer:
         plan = own._build_plan()
         self._step = plan[-1] if plan[0] else None  # the streaming step in C, on the packed weights
 
-    def __call__(self, x, hx=None, lengths=None):
-        """(y, hn) as the layer's forward gives them, from the snapshot's weights, with no tape."""
-        if lengths is None and self._step is not None:
-            out = self._step.run(x, hx, self._params)
-            if out is not None:
-                return out
+    # __call__(x, hx=None, lengths=None) -> (y, hn) as the layer's forward gives them, from the snapshot's
+    # weights, with no tape: _kernels.FastCall's, which takes streaming steps in C and the rest here.
+    def _general_call(self, x, hx, lengths):
         with no_grad():
             return self._layer.forward(x, hx, lengths)
 
-    forward = __call__
+    forward = _kernels.FastCall.__call__
 
     def state_dict(self):
         """Copies of the snapshot's weights, keyed like torch (as the layer's state_dict)."""
