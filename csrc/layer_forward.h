@@ -42,7 +42,7 @@ template <typename T, class Cell> struct ForwardLoop {
     int64_t I;
     bool fused_input;                                  // x W_ih^T per item from in_panels (no GEMM beforehand)
     T *hh;                                             // (B, G*H): h_{t-1} W_hh^T, direct path only
-    bool direct;                                       // short sequences: one BLAS product per step, no packing
+    bool direct;                                       // a step or two, or gemv_steps: W_hh read as it lies, no packing
     bool gemv_steps;                                   // direct, B = 1 and big weights: each product is a matrix-vector one
     T *gates, *h_prev, *aux, *y, *c_state, *h_raw;    // h_raw (B, H): o * tanh(c_t) before projection
     const int64_t *tokens;                            // token input: x W_ih^T of (t, b) is token_table's row
