@@ -146,8 +146,8 @@ def num_threads(n):
 
 # --------------------------------------------------------------- native builds of csrc/ headers
 # The compiler flags of each vector width the wheel ships (CMakeLists.txt's add_isa_build): baseline,
-# AVX2, AVX-512. Tests that compile a csrc/ header per width (test_pack_panels.py, test_activations.py)
-# check the widths this CPU does not dispatch to.
+# AVX2, AVX-512. Tests that compile a csrc/ header per width (test_pack_panels.py, test_row_dot.py,
+# test_activations.py) check the widths this CPU does not dispatch to.
 VECTOR_WIDTH_FLAGS = {16: [], 32: ["-mavx2", "-mfma"],
                       64: ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma"]}
 
@@ -159,3 +159,43 @@ def cpu_runs_vector_width(vector_bytes):
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.exists() else ""
     return {16: True, 32: " avx2 " in flags and " fma " in flags, 64: " avx512bw " in flags}[vector_bytes]
+
+
+def native_compiler():
+    """The C++ compiler on PATH (the test is skipped without one)."""
+    import shutil
+
+    import pytest
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH")
+    return compiler
+
+
+def build_native(compiler, source, vector_bytes, exe, flags):
+    """Compile a tests/native/ program against csrc/ for one vector width; flags: optimisation and
+    language mode (the kernels' GNU mode where the bits depend on the compiler fusing multiply-adds)."""
+    import pathlib
+    import subprocess
+
+    csrc = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+    subprocess.run([compiler, *flags, f"-I{csrc}", f"-DFASTRNN_VEC_BYTES={vector_bytes}",
+                    *VECTOR_WIDTH_FLAGS[vector_bytes], str(source), "-o", str(exe)], check=True, capture_output=True)
+    return exe
+
+
+def run_native_check(source, vector_bytes, folder, flags):
+    """Build and run a per-width check program that exits non-zero on a mismatch; its standard output.
+    Skipped without a compiler, or where this CPU cannot run the width."""
+    import subprocess
+
+    import pytest
+
+    compiler = native_compiler()
+    if not cpu_runs_vector_width(vector_bytes):
+        pytest.skip(f"this CPU cannot run the {vector_bytes}-byte build")
+    exe = build_native(compiler, source, vector_bytes, folder / f"{source.stem}_{vector_bytes}", flags)
+    result = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

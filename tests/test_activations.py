@@ -6,13 +6,12 @@ over about a million inputs (a stride through all float bit patterns, and runs a
 exp's rounding of x * log2(e) can tie)."""
 
 import pathlib
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from _helpers import VECTOR_WIDTH_FLAGS, cpu_runs_vector_width
+from _helpers import VECTOR_WIDTH_FLAGS, build_native, cpu_runs_vector_width, native_compiler
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "native" / "activations_dump.cpp"
@@ -21,9 +20,7 @@ SOURCE = ROOT / "tests" / "native" / "activations_dump.cpp"
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """vector_bytes -> (x, exp, sigmoid, tanh), for the widths this machine can build and run."""
-    compiler = shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        pytest.skip("no C++ compiler on PATH")
+    compiler = native_compiler()
     folder = tmp_path_factory.mktemp("activations")
     results = {}
     for vector_bytes in sorted(VECTOR_WIDTH_FLAGS):
@@ -31,10 +28,7 @@ def outputs(tmp_path_factory):
             continue
         exe, dump = folder / f"activations_{vector_bytes}", folder / f"activations_{vector_bytes}.bin"
         # The kernels' flags (CMakeLists.txt): GNU mode, so the compiler fuses multiply-adds as it does there.
-        subprocess.run([compiler, "-O3", "-std=gnu++17", "-fno-math-errno", f"-I{ROOT / 'csrc'}",
-                        f"-DFASTRNN_VEC_BYTES={vector_bytes}", *VECTOR_WIDTH_FLAGS[vector_bytes], str(SOURCE),
-                        "-o", str(exe)],
-                       check=True, capture_output=True)
+        build_native(compiler, SOURCE, vector_bytes, exe, ["-O3", "-std=gnu++17", "-fno-math-errno"])
         subprocess.run([str(exe), str(dump)], check=True, capture_output=True)
         values = np.fromfile(dump, np.float32)
         results[vector_bytes] = values.reshape(4, values.size // 4)

@@ -5,27 +5,14 @@ tests/native/pack_panels_check.cpp per width and checks every panel element agai
 layout."""
 
 import pathlib
-import shutil
-import subprocess
 
 import pytest
 
-from _helpers import VECTOR_WIDTH_FLAGS, cpu_runs_vector_width
+from _helpers import VECTOR_WIDTH_FLAGS, run_native_check
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "tests" / "native" / "pack_panels_check.cpp"
+SOURCE = pathlib.Path(__file__).resolve().parent / "native" / "pack_panels_check.cpp"
 
 
 @pytest.mark.parametrize("vector_bytes", sorted(VECTOR_WIDTH_FLAGS))
 def test_packed_panels_match_layout(vector_bytes, tmp_path):
-    compiler = shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        pytest.skip("no C++ compiler on PATH")
-    if not cpu_runs_vector_width(vector_bytes):
-        pytest.skip(f"this CPU cannot run the {vector_bytes}-byte build")
-    exe = tmp_path / f"pack_check_{vector_bytes}"
-    subprocess.run([compiler, "-O2", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-DFASTRNN_VEC_BYTES={vector_bytes}",
-                    *VECTOR_WIDTH_FLAGS[vector_bytes], str(SOURCE), "-o", str(exe)], check=True, capture_output=True)
-    result = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 mismatched" in result.stdout
+    assert "0 mismatched" in run_native_check(SOURCE, vector_bytes, tmp_path, ["-O2", "-std=c++17"])
