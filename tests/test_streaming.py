@@ -323,3 +323,153 @@ def test_c_stream_step_only_for_one_time_major_layer_without_projection():
                   fastrnn.RNN(5, 7, batch_first=True), fastrnn.LSTM(5, 7, proj_size=3),
                   fastrnn.GRU(5, 7, layer_norm=True)):
         assert c_step(layer) is None
+
+
+# The call in C (_kernels.LayerCall): once a layer has its plan, a streaming call with gradients off goes
+# from layer(x, hx) straight to the C step. Nothing is patched on these layers (an instance hook turns the
+# shortcut off); the calls that miss it are counted through the class's forward, which they all go to.
+def forward_calls(monkeypatch):
+    """Calls that went to forward (not the shortcut), for every layer class."""
+    calls = []
+    plain = fastrnn.layers._CompiledLayer.forward
+
+    def counted(self, x, hx=None, lengths=None):
+        calls.append(1)
+        return plain(self, x, hx, lengths)
+
+    monkeypatch.setattr(fastrnn.layers._CompiledLayer, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_call_shortcut_equals_the_general_path(monkeypatch, mode, dtype, batch, with_hx):
+    rng = np.random.default_rng(8)
+    layer, slow = make(mode, dtype), general_only(make(mode, dtype))
+    calls = forward_calls(monkeypatch)
+    x = rng.standard_normal((40, batch, 5)).astype(dtype)
+    hx = random_state(rng, layer, batch, dtype) if with_hx else None
+    with fastrnn.no_grad():
+        y_s, hn_s = stream(layer, x, hx)
+        before = len(calls)
+        y_g, hn_g = stream(slow, x, hx)
+    assert before == 1  # the first call builds the plan; the other 39 took the shortcut
+    assert layer._tape is None
+    np.testing.assert_array_equal(y_s, y_g)
+    for a, b in zip(states(hn_s), states(hn_g)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_call_shortcut_sees_parameter_changes_and_refuses_what_forward_refuses(mode):
+    rng = np.random.default_rng(9)
+    layer, twin = make(mode, np.float32), general_only(make(mode, np.float32))
+    x = rng.standard_normal((1, 2, 5)).astype(np.float32)
+    hx = hx_twin = None
+    with fastrnn.no_grad():
+        for step in range(4):
+            for target in (layer, twin):  # in place, and a replaced array
+                target.params["weight_hh_l0"] *= 0.9
+                target.params["bias_hh_l0"] = target.params["bias_hh_l0"] + 0.01 * step
+            y, hx = layer(x, hx)
+            y_twin, hx_twin = twin(x, hx_twin)
+            np.testing.assert_array_equal(y, y_twin)
+        assert layer._shortcut is not None
+        for x_bad, hx_bad in bad_calls(layer):
+            errors = []
+            for target in (layer, twin):
+                with pytest.raises((ValueError, TypeError)) as info:
+                    target(x_bad, hx_bad)
+                errors.append((type(info.value), str(info.value)))
+            assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_call_shortcut_leaves_training_calls_to_forward(monkeypatch, mode):
+    """With gradients on the call keeps a tape (forward's path): backward works after a streaming step."""
+    rng = np.random.default_rng(10)
+    layer, slow = make(mode, np.float32), general_only(make(mode, np.float32))
+    x = rng.standard_normal((1, 1, 5)).astype(np.float32)
+    with fastrnn.no_grad():
+        layer(x)  # the plan and its shortcut
+    calls = forward_calls(monkeypatch)
+    outs = []
+    for target in (layer, slow):
+        y, _ = target(x)
+        outs.append((y, *target.backward(np.ones_like(y))[:1]))
+    assert calls == [1, 1]
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    layer(x)  # a tape again
+    with fastrnn.no_grad():
+        layer(x)  # a shortcut step drops it, as any no_grad call does
+    assert len(calls) == 3
+    with pytest.raises(RuntimeError):
+        layer.backward(np.ones((1, 1, 7), np.float32))
+
+
+def test_call_shortcut_steps_aside_for_overridden_forward():
+    x = np.zeros((1, 1, 5), np.float32)
+
+    class Doubled(fastrnn.GRU):  # a user's subclass: its forward is what the call runs
+        def forward(self, x, hx=None, lengths=None):
+            y, hn = super().forward(x, hx, lengths)
+            return 2 * y, hn
+
+    plain, doubled = fastrnn.GRU(5, 7, seed=3), Doubled(5, 7, seed=3)
+    with fastrnn.no_grad():
+        for _ in range(3):
+            np.testing.assert_array_equal(doubled(x + 1)[0], 2 * plain(x + 1)[0])
+        assert plain._shortcut is not None and doubled._shortcut is None
+        plain.forward = lambda x, hx=None, lengths=None: "patched"  # an instance's forward, set after the plan
+        assert plain(x) == "patched"
+        del plain.forward
+        assert plain(x)[0].shape == (1, 1, 7)
+
+
+def test_call_shortcut_follows_attribute_changes():
+    rng = np.random.default_rng(11)
+    layer, slow = fastrnn.LSTM(5, 7, seed=3), general_only(fastrnn.LSTM(5, 7, seed=3))
+    x = rng.standard_normal((1, 3, 5)).astype(np.float32)
+    with fastrnn.no_grad():
+        layer(x)
+        assert layer._shortcut is not None
+        layer.batch_first = slow.batch_first = True  # x is now read as (B=1, T=3, I): no streaming step
+        assert layer._shortcut is None
+        np.testing.assert_array_equal(layer(x)[0], slow(x)[0])
+        assert layer._shortcut is None  # a batch_first layer has no C step
+
+
+def test_call_shortcut_holds_the_layer_lock():
+    """Forward and backward of one layer run one at a time (_layer.RecurrentLayer._lock): so does a step."""
+    import threading
+
+    class Recording:
+        def __init__(self):
+            self.lock, self.held, self.events = threading.RLock(), 0, []
+
+        def acquire(self, *args):
+            self.lock.acquire(*args)
+            self.held += 1
+            self.events.append("acquire")
+            return True
+
+        def release(self):
+            self.events.append(("release", layer._tape is None))
+            self.held -= 1
+            self.lock.release()
+
+        __enter__ = acquire
+
+        def __exit__(self, *exc):
+            self.release()
+
+    layer = fastrnn.RNN(5, 7, seed=0)
+    x = np.zeros((1, 1, 5), np.float32)
+    with fastrnn.no_grad():
+        layer(x)
+        layer._lock = Recording()
+        layer(x)
+    assert layer._lock.events == ["acquire", ("release", True)] and layer._lock.held == 0

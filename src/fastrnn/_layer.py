@@ -138,6 +138,7 @@ class _DropsPlan:
         d = obj.__dict__
         d[self.name] = value
         d.pop("_plan", None)
+        d.pop("_shortcut", None)
 
 
 class ParameterHolder:
@@ -167,6 +168,7 @@ class RecurrentLayer(ParameterHolder):
 
     _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
     _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
+    _shortcut = None  # compiled layers: the plan's streaming step, taken by the call in C (_kernels.LayerCall)
     input_size = _DropsPlan()
     hidden_size = _DropsPlan()
     proj_size = _DropsPlan()

@@ -47,7 +47,7 @@ def _exact(arr, shape, dtype):
     return type(arr) is np.ndarray and arr.dtype == dtype and arr.shape == shape and arr.flags.c_contiguous
 
 
-class _CompiledLayer(RecurrentLayer):
+class _CompiledLayer(_kernels.LayerCall, RecurrentLayer):
     _skips_input_grad = True  # the backward kernel takes dx = NULL
     # an inference snapshot's weights packed once (fastrnn.freeze): id(w_hh) -> (packed W_ih, packed W_hh)
     _packed = None
@@ -128,6 +128,8 @@ class _CompiledLayer(RecurrentLayer):
         plan = self._plan
         if plan is None:
             plan = self._plan = self._build_plan()
+            if plan[0] and type(self) in _OWN_CLASSES:  # a user's subclass may override forward: no shortcut
+                self._shortcut = plan[-1]
         if not plan[0]:  # a variant layer
             return None
         _, dt, batch_first, input_size, max_rows, n_states, P, H, D, lstm, layers, single, stream = plan
@@ -287,3 +289,4 @@ class _CompiledLayer(RecurrentLayer):
 
 
 RNN, LSTM, GRU = make_layer_classes(_CompiledLayer, "fastrnn")
+_OWN_CLASSES = (RNN, LSTM, GRU)  # whose forward is the library's: their calls may take the shortcut in C

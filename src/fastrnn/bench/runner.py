@@ -1,5 +1,6 @@
 """One row = one case at one thread count: build every engine from the same weights, check that
 their outputs agree, time them round-robin, and turn the medians into the row's numbers."""
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -121,8 +122,11 @@ def measure_row(case, threads, engines, settings, case_notes):
     if settings.wait_idle_s:
         wait_for_quiet(settings.wait_idle_s, settings.busy_cores)
     other = OtherLoad().start()
-    timings = round_robin({n: p.run for n, p in active.items()}, settings.min_sample_s, settings.min_rounds,
-                          settings.max_rounds, settings.budget_s, warm=set(active))
+    with contextlib.ExitStack() as contexts:  # e.g. one no_grad block around a streaming row's steps
+        for peer in active.values():
+            contexts.enter_context(peer.timing_context())
+        timings = round_robin({n: p.run for n, p in active.items()}, settings.min_sample_s, settings.min_rounds,
+                              settings.max_rounds, settings.budget_s, warm=set(active))
     other_load = other.stop()
     if other_load is not None and other_load > settings.busy_cores:
         notes.append(f"other processes used {other_load:.1f} cores while this row was timed")

@@ -3,12 +3,16 @@
     set_threads(n)   use n threads from now on (engines with a global setting set it globally)
     run()            one timed call: a no_grad forward (inference), forward + backward with dy = ones
                      (training), or one streaming step whose returned state feeds the next call
+    timing_context() entered once around the row's timing: a streaming row's steps run inside one
+                     no_grad block, as a streaming loop does (a block per step costs about 0.5 µs in
+                     fastrnn and in torch, a tenth of a step)
     outputs()        a fresh, untimed call's results as NumPy arrays for the correctness check:
                      y, hn (cn), and for training dx and the parameter gradients under torch's keys
 
 An adapter that cannot serve a case raises Unavailable (its column then shows "-" and the reason
 goes to the row's notes). Optional packages are imported inside the adapter that needs them.
 """
+import contextlib
 import importlib
 
 
@@ -34,6 +38,9 @@ class Peer:
 
     def run(self):
         raise NotImplementedError
+
+    def timing_context(self):
+        return contextlib.nullcontext()
 
     def outputs(self):
         raise NotImplementedError
