@@ -6,8 +6,8 @@
 // rows. OpenBLAS packs all of W on every sgemm call, which costs about as much as the product when X has
 // few rows, and its sgemv reads W no faster (1 thread, float, AVX-512, W 64-byte aligned; rows of X x W):
 //   4 x (2048 x 512): 284 -> 80 us     25 x (2048 x 512): 732 -> 510 us     32 x (2048 x 512): 834 -> 765 us
-//   1 x (128 x 128): 0.71 -> 0.63 us   1 x (512 x 128): 2.7 -> 2.6 us       1 x (2048 x 512): 52 -> 51 us
-// (one row of a 16 MB W, read from memory: 314 -> 351 us; with 64 rows of X OpenBLAS catches up).
+//   1 x (128 x 128): 0.71 -> 0.63 us   1 x (512 x 128): 2.7 -> 2.6 us       1 x (2048 x 512): 50 -> 45 us
+// (one row of a 16 MB W, read from memory: 240 -> 235 us; with 64 rows of X OpenBLAS catches up).
 //
 // Each output is summed in one fixed order: lane l of its vector accumulator takes k = l, l + L, l + 2L, ...
 // by explicit multiply-adds (vfma; the compiler fused some and not others in the tail) and the tail
@@ -17,6 +17,7 @@
 
 constexpr int64_t kRowDotMaxRows = 32;             // rows of X up to which these products replace OpenBLAS
 constexpr double kRowDotParallelWork = 1 << 18;    // m * n * k from which threads share the rows of W
+constexpr double kRowDotStreamBytes = 1 << 21;     // a W of this size or more is read row after row (below)
 
 // Lane l of butterfly round with blocks of W lanes: before the round a vector holds L / W accumulators'
 // partial sums, W lanes each; the round adds lane o and lane o + W/2 of every block (LOW picks the first,
@@ -53,7 +54,12 @@ template <typename T> inline vec_t<T> lane_sums(vec_t<T> *acc) {
 // and cols = N, rows addressed from x and w directly (the common case; an array of row pointers made
 // the one-row product of 128 x 128 take 0.9 us instead of 0.56). Otherwise rows past rows / cols repeat
 // the last one and their sums are dropped.
-template <typename T, int R, int N, bool FULL>
+// BY_ROW (one row of X, FULL): W's N rows are read one after the other rather than a vector of each in
+// turn. Each accumulator sees the same products in the same order, so the bits are the same; a W beyond
+// L2 streams faster in one sequence than in N interleaved ones (1 x (2048 x 512), 4 MB from L3: 51 ->
+// 45 us; 1 x (4096 x 1024), 16 MB: 355 -> 235 us), while a W in L2 is read faster interleaved
+// (1 x (512 x 128): 2.4 us against 3.0; the two tie near 1.5 MB).
+template <typename T, int R, int N, bool FULL, bool BY_ROW = false>
 inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t ldw, int cols, int64_t k, T *y,
                           int64_t ldy) {
     typedef vec_t<T> V;
@@ -64,6 +70,12 @@ inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t
 #pragma GCC unroll 64
     for (int a = 0; a < A; ++a) acc[a] = V{};
     const int64_t full = k / L * L;
+    if constexpr (BY_ROW) {
+        static_assert(R == 1 && FULL, "row after row: one row of X, a full block");
+#pragma GCC unroll 16
+        for (int c = 0; c < N; ++c)
+            for (int64_t i = 0; i < full; i += L) acc[c] = vfma(load(x + i), load(w + c * ldw + i), acc[c]);
+    } else
     for (int64_t i = 0; i < full; i += L) {
         V xv[R];
 #pragma GCC unroll 4
@@ -126,6 +138,7 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
     constexpr int L = Simd<T>::lanes, RB = 4, NB = 4;  // blocks: one row of X x L rows of W, or RB x NB
     if (m <= 0 || n <= 0) return;
     const int64_t tile = shape_tile(n, 64), n_tiles = (n + tile - 1) / tile;
+    const bool by_row = (double)n * (double)k * sizeof(T) >= kRowDotStreamBytes;  // by shape: same bits either way
     auto run_tile = [&](int64_t t) {
         const int64_t end = (t + 1) * tile < n ? (t + 1) * tile : n;
         int64_t i0 = 0;
@@ -143,7 +156,10 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
         if (i0 < m)  // a single row of X (m = 1, or the last of an odd count): L rows of W at a time
             for (int64_t j = t * tile; j < end; j += L) {
                 const int cols = (int)(end - j < L ? end - j : L);
-                row_dot_any<T, 1, L>(x + i0 * ldx, ldx, 1, w + j * ldw, ldw, cols, k, y + i0 * ldy + j, ldy);
+                const T *xi = x + i0 * ldx, *wj = w + j * ldw;
+                T *out = y + i0 * ldy + j;
+                if (cols == L && by_row) row_dot_block<T, 1, L, true, true>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
+                else row_dot_any<T, 1, L>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
             }
     };
     if (num_threads > 1 && n_tiles > 1 && (double)m * (double)n * (double)k >= kRowDotParallelWork) {

@@ -3,6 +3,7 @@
 //  * that every row of X, multiplied alone, gives the same bits as inside the batch (the property that
 //    lets a streamed step equal one call: the blocking never changes an output's order of summation);
 //  * that nothing outside the m x n outputs of y is written (y's padding keeps its sentinel).
+// The last shapes have W of 2 MB or more, where a single row reads W row after row (the same bits).
 // Built once per vector width by tests/test_row_dot.py: the machine running the tests dispatches to one
 // ISA build only, and this is how the other widths' butterflies and tails get checked.
 #include <math.h>
@@ -77,6 +78,13 @@ int main() {
                     bad += check<float>(m, n, k, pad) + check<double>(m, n, k, pad);
                     cases += 2;
                 }
+    // W of kRowDotStreamBytes or more: single rows read W row after row (BY_ROW), rows in blocks do not
+    for (int64_t m : {1, 5})
+        for (int64_t n : {1000, 1030})
+            for (int64_t k : {515, 600}) {
+                bad += check<float>(m, n, k, 3) + check<double>(m, n, k / 2, 3);
+                cases += 2;
+            }
     printf("%lld cases, %lld mismatched\n", (long long)cases, (long long)bad);
     return bad != 0;
 }
