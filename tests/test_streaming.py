@@ -252,16 +252,19 @@ def test_plan_follows_attribute_changes():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("steps", [12, 40])  # 40: more rows than the input projection's few-row bound
-def test_stream_matches_one_call_with_gemv_steps(mode, steps):
+@pytest.mark.parametrize("big", [False, True])
+def test_stream_matches_one_call_with_gemv_steps(mode, steps, big):
     """One row and big weights (W_hh of 2^18 elements or more): both the streamed steps and the long
     call take the matrix-vector path, and both input projections read W_ih as it lies (csrc/row_dot.h),
-    so they agree bit for bit whatever the length."""
+    so they agree bit for bit whatever the length. big: W_ih and W_hh over 2 MB each, which a single row
+    reads row after row, while the long call's input projection takes 4 rows of x at a time."""
     rng = np.random.default_rng(1)
-    hidden = {"lstm": 256, "gru": 300}.get(mode, 512)
+    hidden = ({"lstm": 384, "gru": 420}.get(mode, 768) if big else {"lstm": 256, "gru": 300}.get(mode, 512))
+    inputs = hidden if big else 5
     kwargs = dict(dtype=np.float32, seed=3)
-    layer = (fastrnn.RNN(5, hidden, nonlinearity=mode[4:], **kwargs) if mode.startswith("rnn_")
-             else {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[mode](5, hidden, **kwargs))
-    x = rng.standard_normal((steps, 1, 5)).astype(np.float32)
+    layer = (fastrnn.RNN(inputs, hidden, nonlinearity=mode[4:], **kwargs) if mode.startswith("rnn_")
+             else {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[mode](inputs, hidden, **kwargs))
+    x = rng.standard_normal((steps, 1, inputs)).astype(np.float32)
     with fastrnn.no_grad():
         y_s, hn_s = stream(layer, x, None)
         y_all, hn_all = layer(x)
