@@ -476,3 +476,32 @@ def test_call_shortcut_holds_the_layer_lock():
         layer._lock = Recording()
         layer(x)
     assert layer._lock.events == ["acquire", ("release", True)] and layer._lock.held == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_layer_streamed_from_two_threads(mode):
+    """Two Python threads stream their own sequences through one layer at once (the shortcut, under the
+    layer's lock; gradient mode is per thread): each gets what it gets alone."""
+    import threading
+
+    rng = np.random.default_rng(12)
+    layer = make(mode, np.float32)
+    xs = [rng.standard_normal((150, 2, 5)).astype(np.float32) for _ in range(2)]
+    with fastrnn.no_grad():
+        serial = [stream(layer, x, None) for x in xs]
+    results = [None, None]
+
+    def work(i):
+        with fastrnn.no_grad():
+            results[i] = stream(layer, xs[i], None)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert layer._shortcut is not None
+    for (y, hn), (y_ref, hn_ref) in zip(results, serial):
+        np.testing.assert_array_equal(y, y_ref)
+        for a, b in zip(states(hn), states(hn_ref)):
+            np.testing.assert_array_equal(a, b)
