@@ -7,6 +7,8 @@ import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
+from ._grad_mode import _state as _grad_state  # LayerCall reads it (gradient mode is per thread)
+
 cnp.import_array()
 
 cdef extern from "fastrnn.h" nogil:
@@ -618,9 +620,6 @@ cdef class StreamStep:
         _set_forward_arrays(&a, h0, c0, w_ih, w_hh, b_ih, b_hh, y, H, hn, cn, self.packed)
         _run_forward(&a)
         return y, ((hn, cn) if self.lstm else hn)
-
-
-from ._grad_mode import _state as _grad_state
 
 
 @cython.auto_pickle(False)  # a layer pickles as the Python object it is (its __dict__), as before
