@@ -445,8 +445,39 @@ def test_call_shortcut_follows_attribute_changes():
         assert layer._shortcut is None  # a batch_first layer has no C step
 
 
-def test_call_shortcut_holds_the_layer_lock():
-    """Forward and backward of one layer run one at a time (_layer.RecurrentLayer._lock): so does a step."""
+def test_call_shortcut_holds_the_layer_lock(monkeypatch):
+    """Forward and backward of one layer run one at a time (_layer.RecurrentLayer._lock): so does a step.
+    Another thread holds the layer's lock while this one makes a shortcut call: the call ends only after
+    that thread lets go (it holds on for a second, far longer than a step takes without the lock)."""
+    import threading
+    import time
+
+    calls = forward_calls(monkeypatch)
+    layer = fastrnn.RNN(5, 7, seed=0)
+    x = np.zeros((1, 1, 5), np.float32)
+    events, holding = [], threading.Event()
+
+    def hold():
+        with layer._lock:
+            holding.set()
+            time.sleep(1.0)
+            events.append("released")
+
+    with fastrnn.no_grad():
+        layer(x)  # builds the plan and the shortcut
+        del calls[:]
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait()
+        layer(x)
+        events.append("stepped")
+    holder.join()
+    assert calls == [] and events == ["released", "stepped"]
+
+
+def test_call_with_another_lock_type_goes_through_forward():
+    """A ``_lock`` of another type (a hook, a user's wrapper) is honoured: the call takes the Python path,
+    which holds it around the forward."""
     import threading
 
     class Recording:

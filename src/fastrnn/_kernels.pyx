@@ -6,6 +6,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 from libc.string cimport memset
+from cpython cimport pythread
 
 from ._grad_mode import _state as _grad_state  # LayerCall reads it (gradient mode is per thread)
 
@@ -622,6 +623,86 @@ cdef class StreamStep:
         return y, ((hn, cn) if self.lstm else hn)
 
 
+@cython.final
+cdef class LayerLock:
+    """A compiled layer's reentrant lock (its ``_lock``): forward and backward of one layer run one at a time.
+    threading.RLock's semantics, but LayerCall takes it in C: about 10 ns uncontended against 110 for
+    calling an RLock's acquire() and release(), a twentieth of a small streaming step.
+
+    The algorithm of the fastrlock package: every change of _owner / _count happens with the GIL held, so
+    an uncontended acquire is a few stores; the OS lock is used only once a second thread has to wait. That
+    thread takes the OS lock on the owner's behalf (_os_locked), then blocks on it with the GIL released;
+    the owner's last release hands it over."""
+    cdef pythread.PyThread_type_lock _os_lock
+    cdef unsigned long _owner
+    cdef int _count      # the owner's depth (0: free)
+    cdef int _waiting    # threads blocked on _os_lock
+    cdef bint _os_locked
+
+    def __cinit__(self):
+        self._os_lock = pythread.PyThread_allocate_lock()
+        if self._os_lock is NULL:
+            raise MemoryError("could not allocate a lock")
+
+    def __dealloc__(self):
+        if self._os_lock is not NULL:
+            if self._os_locked:
+                pythread.PyThread_release_lock(self._os_lock)
+            pythread.PyThread_free_lock(self._os_lock)
+
+    cdef inline bint take(self, bint blocking) noexcept:
+        cdef unsigned long me = pythread.PyThread_get_thread_ident()
+        if self._count:
+            if self._owner == me:
+                self._count += 1
+                return True
+        elif not self._waiting:
+            self._owner, self._count = me, 1
+            return True
+        return self._wait(me, blocking)
+
+    cdef bint _wait(self, unsigned long me, bint blocking) noexcept:
+        cdef int got
+        cdef int mode = pythread.WAIT_LOCK if blocking else pythread.NOWAIT_LOCK
+        if not self._os_locked and not self._waiting:  # the owner runs without the OS lock: take it for them
+            if not pythread.PyThread_acquire_lock(self._os_lock, mode):
+                return False
+            self._os_locked = True
+        self._waiting += 1
+        with nogil:
+            got = pythread.PyThread_acquire_lock(self._os_lock, mode)
+        self._waiting -= 1
+        if not got:
+            return False
+        self._os_locked = True
+        self._owner, self._count = me, 1
+        return True
+
+    cdef inline void give(self) noexcept:
+        self._count -= 1
+        if self._count == 0 and self._os_locked:  # a thread waits: hand the OS lock over
+            self._os_locked = False
+            pythread.PyThread_release_lock(self._os_lock)
+
+    def acquire(self, bint blocking=True):
+        return self.take(blocking)
+
+    def release(self):
+        if not self._count or self._owner != pythread.PyThread_get_thread_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        self.give()
+
+    def __enter__(self):
+        return self.take(True)
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __repr__(self):
+        return f"<fastrnn layer lock, {'held ' + str(self._count) + ' deep' if self._count else 'free'}>"
+
+
 @cython.auto_pickle(False)  # a layer pickles as the Python object it is (its __dict__), as before
 cdef class LayerCall:
     """The base of layers._CompiledLayer, for its call in C: with gradients off and no lengths, a call the
@@ -637,14 +718,16 @@ cdef class LayerCall:
             d = self.__dict__
             if "forward" not in d and "_fast_forward" not in d:
                 lock = self._lock
-                lock.acquire()
+                if type(lock) is not LayerLock:
+                    return self.forward(x, hx, lengths)
+                (<LayerLock>lock).take(True)
                 try:
                     out = (<StreamStep>step).run(x, hx, self.params)
                     if out is not None:
                         self._tape = None
                         return out
                 finally:
-                    lock.release()
+                    (<LayerLock>lock).give()
         return self.forward(x, hx, lengths)
 
 

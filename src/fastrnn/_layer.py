@@ -169,6 +169,7 @@ class RecurrentLayer(ParameterHolder):
     _mode = None  # the cell (a class attribute of LSTM and GRU; set once by RNN.__init__)
     _plan = None  # compiled layers: what their fast path precomputes (no values, only keys and sizes)
     _shortcut = None  # compiled layers: the plan's streaming step, taken by the call in C (_kernels.LayerCall)
+    _lock_type = staticmethod(threading.RLock)  # compiled layers: _kernels.LayerLock, which LayerCall takes in C
     input_size = _DropsPlan()
     hidden_size = _DropsPlan()
     proj_size = _DropsPlan()
@@ -214,7 +215,7 @@ class RecurrentLayer(ParameterHolder):
         self._tape_pool = _TapePool()
         # forward and backward of one layer run one at a time (they share the tape and add into grads);
         # different layers run concurrently, the kernels release the GIL
-        self._lock = threading.RLock()
+        self._lock = self._lock_type()
 
         # the first two children are what spawn(2) gave before the variants existed: same weights, same dropout
         init_seq, dropout_seq, variant_seq = np.random.SeedSequence(seed).spawn(3)

@@ -49,6 +49,7 @@ def _exact(arr, shape, dtype):
 
 class _CompiledLayer(_kernels.LayerCall, RecurrentLayer):
     _skips_input_grad = True  # the backward kernel takes dx = NULL
+    _lock_type = _kernels.LayerLock  # reentrant like threading.RLock; the call in C takes it without a Python call
     # an inference snapshot's weights packed once (fastrnn.freeze): id(w_hh) -> (packed W_ih, packed W_hh)
     _packed = None
 
