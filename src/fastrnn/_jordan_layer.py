@@ -55,6 +55,12 @@ class _JordanTape:
 class JordanLayer(ParameterHolder):
     """Base of the compiled and the reference JordanRNN; subclasses run the sequence."""
 
+    _TRANSIENT = ("_lock", "_tape")
+
+    def _init_transients(self):
+        self._tape = None
+        self._lock = threading.RLock()  # forward and backward of one layer run one at a time
+
     def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", output="linear",
                  feedback="soft", bias=True, batch_first=False, dtype=np.float32, seed=None):
         self.input_size = _positive_int(input_size, "input_size")
@@ -73,8 +79,7 @@ class JordanLayer(ParameterHolder):
         self.batch_first = bool(batch_first)
         self.dtype = V.float_dtype(dtype)
         self.training = True
-        self._tape = None
-        self._lock = threading.RLock()
+        self._init_transients()
 
         init_seq, sampling_seq = np.random.SeedSequence(seed).spawn(2)
         self._sampling_rng = np.random.default_rng(sampling_seq)  # scheduled-sampling masks, softmax samples

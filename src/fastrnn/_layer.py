@@ -93,6 +93,9 @@ class _Arrays(OrderedDict):
     def __delitem__(self, key):
         raise TypeError("parameters cannot be deleted")
 
+    def __reduce__(self):  # copy / pickle: rebuilt through __init__ (aligned copies), not item by item
+        return type(self), (self._dtype, list(self.items()))
+
 
 class _TapePool:
     """The tape arrays of the last finished backward, handed out again to the next forward that asks for
@@ -144,6 +147,21 @@ class _DropsPlan:
 class ParameterHolder:
     """What every layer with ``params`` / ``grads`` (_Arrays) and a ``training`` flag offers."""
 
+    # copy.copy / copy.deepcopy / pickle leave these out and _init_transients makes them anew: a lock
+    # cannot be copied, and a tape or a plan belongs to the object that recorded it (as torch, a copy
+    # keeps parameters, gradients, options and random state, not the last forward).
+    _TRANSIENT = ()
+
+    def _init_transients(self):
+        pass
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_transients()
+
     def zero_grad(self):
         for g in self.grads.values():
             g.fill(0)
@@ -181,6 +199,15 @@ class RecurrentLayer(ParameterHolder):
     batch_first = _DropsPlan()
     _weight_keys = _DropsPlan()
 
+    _TRANSIENT = ("_lock", "_tape", "_tape_pool", "_plan", "_shortcut", "_packed")
+
+    def _init_transients(self):
+        self._tape = None
+        self._tape_pool = _TapePool()
+        # forward and backward of one layer run one at a time (they share the tape and add into grads);
+        # different layers run concurrently, the kernels release the GIL
+        self._lock = self._lock_type()
+
     def train(self, mode=True):
         """Training mode (dropout on), or evaluation mode with ``mode=False`` (as ``eval()``). Entering
         evaluation also frees the recycled tape memory (tens of MB for a CharLM layer), which only the
@@ -211,11 +238,7 @@ class RecurrentLayer(ParameterHolder):
         self._set_variants(layer_norm, peephole, recurrent_dropout, zoneout, reset_after)
         self.dtype = V.float_dtype(dtype)
         self.training = True
-        self._tape = None
-        self._tape_pool = _TapePool()
-        # forward and backward of one layer run one at a time (they share the tape and add into grads);
-        # different layers run concurrently, the kernels release the GIL
-        self._lock = self._lock_type()
+        self._init_transients()
 
         # the first two children are what spawn(2) gave before the variants existed: same weights, same dropout
         init_seq, dropout_seq, variant_seq = np.random.SeedSequence(seed).spawn(3)

@@ -73,6 +73,9 @@ class FrozenLayer(_kernels.FastCall):
 
     forward = _kernels.FastCall.__call__
 
+    def __reduce__(self):  # copy / pickle: a snapshot of the copied layer, packed anew (the panels are
+        return FrozenLayer, (self._layer,)  # found by id() of W_hh and must stay on a cache line)
+
     def state_dict(self):
         """Copies of the snapshot's weights, keyed like torch (as the layer's state_dict)."""
         return self._layer.state_dict()
