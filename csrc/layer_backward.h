@@ -113,8 +113,11 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
     }
 };
 
-// out[c] += sum over rows of m[row][c], rows in order (fixed order: bit-identical for any thread count).
-template <typename T> void add_column_sums(T *out, const T *m, int64_t rows, int64_t cols, int64_t ld, int num_threads) {
+// out[c] += sum over rows of m[row][c], rows in order (fixed order: bit-identical for any thread count);
+// out2 (may be NULL) gets the same sums: the two biases of a gate share their gradient, and one pass over
+// the (rows, cols) gate gradients, tens of MB from memory, serves both.
+template <typename T>
+void add_column_sums(T *out, const T *m, int64_t rows, int64_t cols, int64_t ld, int num_threads, T *out2 = nullptr) {
 #pragma omp parallel for num_threads(num_threads) schedule(static)
     for (int64_t c0 = 0; c0 < cols; c0 += 64) {
         const int64_t c1 = imin(cols, c0 + 64);
@@ -122,6 +125,8 @@ template <typename T> void add_column_sums(T *out, const T *m, int64_t rows, int
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = c0; c < c1; ++c) acc[c - c0] += m[r * ld + c];
         for (int64_t c = c0; c < c1; ++c) out[c] += acc[c - c0];
+        if (out2)
+            for (int64_t c = c0; c < c1; ++c) out2[c] += acc[c - c0];
     }
 }
 
@@ -187,20 +192,25 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     const bool want_dx = a.dx != nullptr;  // NULL: the caller needs no input gradient (one GEMM saved)
     parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
     if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
-    if (a.db_hh) add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
+    // db_hh and db_ih: d_hh's column sums, for both (all gates; the GRU's r and z) in one pass
+    const int64_t shared_cols = Cell::has_direct_path ? GH - H : GH;
+    if (a.db_hh && a.db_ih) {
+        add_column_sums((T *)a.db_hh, d_hh, rows, shared_cols, GH, nt, (T *)a.db_ih);
+        if (Cell::has_direct_path) add_column_sums((T *)a.db_hh + shared_cols, d_hh + shared_cols, rows, H, GH, nt);
+    } else if (a.db_hh) {
+        add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
+    } else if (a.db_ih) {
+        add_column_sums((T *)a.db_ih, d_hh, rows, shared_cols, GH, nt);
+    }
+    if (a.db_ih && Cell::has_direct_path) add_column_sums((T *)a.db_ih + shared_cols, (const T *)a.aux, rows, H, H, nt);
     if (a.tokens) {  // token input: the input-side gradient rows go to d_table; dw_ih and dx are the caller's
         T *d_table = (T *)a.d_table;
         if (Cell::has_direct_path) {  // GRU: [dr, dz] from gates, dn from aux
             const int64_t H2 = GH - H;
             add_rows_by_token(d_table, GH, d_hh, GH, H2, a.tokens, order, T_steps, B, nt);
             add_rows_by_token(d_table + H2, GH, (const T *)a.aux, H, H, a.tokens, order, T_steps, B, nt);
-            if (a.db_ih) {
-                add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, nt);
-                add_column_sums((T *)a.db_ih + H2, (const T *)a.aux, rows, H, H, nt);
-            }
         } else {
             add_rows_by_token(d_table, GH, d_hh, GH, GH, a.tokens, order, T_steps, B, nt);
-            if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
         }
         return FASTRNN_OK;
     }
@@ -217,17 +227,12 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
         const T *d_n = (const T *)a.aux;
         parallel_gemm(true, false, H2, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
         parallel_gemm(true, false, H, I, rows, T(1), d_n, H, x, I, T(1), dw_ih + H2 * I, I, nt);
-        if (a.db_ih) {
-            add_column_sums((T *)a.db_ih, d_hh, rows, H2, GH, nt);
-            add_column_sums((T *)a.db_ih + H2, d_n, rows, H, H, nt);
-        }
         if (want_dx) {
             parallel_gemm(false, false, rows, I, H2, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
             parallel_gemm(false, false, rows, I, H, T(1), d_n, H, w_ih + H2 * I, I, T(1), dx, I, nt);
         }
     } else {
         parallel_gemm(true, false, GH, I, rows, T(1), d_hh, GH, x, I, T(1), dw_ih, I, nt);
-        if (a.db_ih) add_column_sums((T *)a.db_ih, d_hh, rows, GH, GH, nt);
         if (want_dx) parallel_gemm(false, false, rows, I, GH, T(1), d_hh, GH, w_ih, I, beta_dx, dx, I, nt);
     }
     if (want_dx && order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
