@@ -83,14 +83,13 @@ def test_mutual_exclusion_under_contention():
 
     def work():
         for _ in range(300):
-            with lock:
-                with lock:
-                    inside[0] += 1
-                    if inside[0] != 1:
-                        overlaps.append(inside[0])
-                    time.sleep(0)  # let the other threads try
-                    count[0] += 1
-                    inside[0] -= 1
+            with lock, lock:  # (entered twice: reentrant)
+                inside[0] += 1
+                if inside[0] != 1:
+                    overlaps.append(inside[0])
+                time.sleep(0)  # let the other threads try
+                count[0] += 1
+                inside[0] -= 1
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
