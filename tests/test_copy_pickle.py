@@ -139,3 +139,19 @@ def test_model_copy(how):
     model = CharLM("abcdefgh", embed_dim=8, hidden_size=16, seed=0)
     clone = COPIES[how](model)
     assert clone.sample("abc", 20, seed=1) == model.sample("abc", 20, seed=1)
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_model_copy_has_no_tape(how):
+    """A copy taken after a training forward holds no tape anywhere: its backward raises before any
+    gradient changes (the head's tape, copied, would have added into the head's gradients first)."""
+    model = CharLM("abcdefgh", embed_dim=8, hidden_size=16, seed=0)
+    tokens = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    logits, _ = model(tokens)
+    clone = COPIES[how](model)
+    before = {k: g.copy() for k, g in clone.grads.items()}
+    with pytest.raises(RuntimeError, match="forward"):
+        clone.backward(np.ones_like(logits))
+    for k, g in clone.grads.items():
+        np.testing.assert_array_equal(g, before[k])
+    model.backward(np.ones_like(logits))  # the original keeps its tape

@@ -124,6 +124,14 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def __getstate__(self):
+        """copy / deepcopy / pickle: without the last forward's tape, like the layers, so a model's copy
+        raises on a backward before its own forward instead of adding its head's gradients first."""
+        state = self.__dict__.copy()
+        if "_tape" in state:
+            state["_tape"] = None
+        return state
+
 
 class Embedding(Module):
     """Lookup table: integer indices of any shape (...) -> vectors (..., embedding_dim).
