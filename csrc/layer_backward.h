@@ -192,17 +192,15 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     const bool want_dx = a.dx != nullptr;  // NULL: the caller needs no input gradient (one GEMM saved)
     parallel_gemm(true, false, GH, P, rows, T(1), d_hh, GH, (const T *)a.h_prev, P, T(1), (T *)a.dw_hh, P, nt);
     if (projected) parallel_gemm(true, false, P, H, rows, T(1), dh_state.data, P, h_raw.data, H, T(1), (T *)a.dw_hr, H, nt);
-    // db_hh and db_ih: d_hh's column sums, for both (all gates; the GRU's r and z) in one pass
+    // db_hh and db_ih: d_hh's column sums, for both (all gates; the GRU's r and z) in one pass; the GRU's
+    // n columns differ (db_hh from d_hh, db_ih from aux)
     const int64_t shared_cols = Cell::has_direct_path ? GH - H : GH;
-    if (a.db_hh && a.db_ih) {
-        add_column_sums((T *)a.db_hh, d_hh, rows, shared_cols, GH, nt, (T *)a.db_ih);
-        if (Cell::has_direct_path) add_column_sums((T *)a.db_hh + shared_cols, d_hh + shared_cols, rows, H, GH, nt);
-    } else if (a.db_hh) {
-        add_column_sums((T *)a.db_hh, d_hh, rows, GH, GH, nt);
-    } else if (a.db_ih) {
-        add_column_sums((T *)a.db_ih, d_hh, rows, shared_cols, GH, nt);
+    T *db_hh = (T *)a.db_hh, *db_ih = (T *)a.db_ih;
+    if (db_hh || db_ih) add_column_sums(db_hh ? db_hh : db_ih, d_hh, rows, shared_cols, GH, nt, db_hh ? db_ih : nullptr);
+    if (Cell::has_direct_path) {
+        if (db_hh) add_column_sums(db_hh + shared_cols, d_hh + shared_cols, rows, H, GH, nt);
+        if (db_ih) add_column_sums(db_ih + shared_cols, (const T *)a.aux, rows, H, H, nt);
     }
-    if (a.db_ih && Cell::has_direct_path) add_column_sums((T *)a.db_ih + shared_cols, (const T *)a.aux, rows, H, H, nt);
     if (a.tokens) {  // token input: the input-side gradient rows go to d_table; dw_ih and dx are the caller's
         T *d_table = (T *)a.d_table;
         if (Cell::has_direct_path) {  // GRU: [dr, dz] from gates, dn from aux
