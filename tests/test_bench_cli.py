@@ -78,6 +78,52 @@ def test_runner_with_torch_and_onnxruntime():
         assert rows["gru/stream/inference"]["check"]["ok"]["onnxruntime"]
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_onnxruntime_streaming_steps_pass_the_state_back_through_their_bindings(cell):
+    """The ORT peer's timed calls write into buffers bound once; a streaming step's state must still
+    feed the next call: three calls equal three steps of the layer."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from fastrnn.bench.peers.ort_peer import OrtPeer
+    from fastrnn.bench.workload import make_layer, make_workload
+
+    case = Case(cell, "inference", "stream", 1, 2, 4, 5, kind="stream")
+    work = make_workload(case)
+    peer = OrtPeer(case, work)
+    peer.set_threads(1)
+    for _ in range(3):
+        binding = peer.run()
+    outputs = binding.copy_outputs_to_cpu()  # y, hn (, cn) of the third call
+    layer = make_layer(fastrnn, case)
+    layer.load_state_dict(work.weights)
+    hx = (work.h0, work.c0) if cell == "lstm" else work.h0
+    for _ in range(3):
+        y, hx = layer(work.x, hx)
+    expected = [y] + (list(hx) if cell == "lstm" else [hx])
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[1], work.h0, atol=1e-3)  # the state moved
+
+
+def test_onnxruntime_batch_rows_write_their_own_output_buffers():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from fastrnn.bench.peers.ort_peer import OrtPeer
+    from fastrnn.bench.workload import make_workload
+
+    case = Case("gru", "inference", "tiny", 3, 2, 4, 5)
+    work = make_workload(case)
+    peer = OrtPeer(case, work)
+    peer.set_threads(1)
+    first = peer.run().copy_outputs_to_cpu()
+    second = peer.run().copy_outputs_to_cpu()  # the same call again: the same results
+    want = peer.outputs()
+    for got in (first, second):
+        np.testing.assert_array_equal(got[0], want["y"])
+        np.testing.assert_array_equal(got[1], want["hn"])
+
+
 def test_torch_step_rows_compare_the_drop_in_with_torch_nn():
     pytest.importorskip("torch")
     settings = Settings(threads=(1,), engines=("fastrnn", "reference", "torch"), **FAST)
