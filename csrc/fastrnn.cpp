@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include <unistd.h>  // sysconf: the L2's size
+
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -135,6 +137,17 @@ const char *fastrnn_isa(void) { return kernels().name; }
 static std::atomic<int> fused_input_enabled{1};
 void fastrnn_set_fused_input(int enabled) { fused_input_enabled.store(enabled != 0, std::memory_order_relaxed); }
 int fastrnn_fused_input(void) { return fused_input_enabled.load(std::memory_order_relaxed); }
+
+int64_t fastrnn_l2_cache_bytes(void) {
+    static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        const long size = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (size > 0) return (int64_t)size;
+#endif
+        return (int64_t)1 << 20;
+    }();
+    return bytes;
+}
 
 int fastrnn_has_openmp(void) {
 #ifdef _OPENMP

@@ -161,6 +161,9 @@ int fastrnn_has_openmp(void);
    one GEMM before the loop (0): a process-wide switch for tests and the GEMM ablation benchmark. */
 void fastrnn_set_fused_input(int enabled);
 int fastrnn_fused_input(void);
+/* One core's L2 cache in bytes, as the system reports it (1 MB when it does not): the forward fuses its
+   input projection with few rows only while the packed weights fit in half of it. */
+int64_t fastrnn_l2_cache_bytes(void);
 
 /* ===================================================================================================
  * Jordan (output-recurrent) network: one layer, the whole sequence (csrc/jordan.h, issue 9).

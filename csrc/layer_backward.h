@@ -100,7 +100,7 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
                 const int64_t n_rows = order->active_rows(s);
                 run_items<kBackwardRows>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
                     dispatch_rows<kBackwardRows>(n, [&](auto r) { state_block<decltype(r)::value>(s, perm + r0, q); });
-                });
+                }, s & 1);  // alternate directions, as the forward loop does
                 if (projected && s >= 0) {
                     barrier.wait();
                     run_items<kBackwardRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {

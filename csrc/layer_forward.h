@@ -25,7 +25,8 @@ constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
 constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps stay direct
 constexpr int kProjectionRows = 6;
 constexpr double kFusedInputMaxBytes = 16 << 20;  // W_ih and W_hh together, for the fused input projection
-constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows
+constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows,
+constexpr int64_t kFusedInputL3Batch = 64;          // or this many when the weights do not fit half the L2
 
 template <typename T, class Cell> struct ForwardLoop {
     typedef vec_t<T> V;
@@ -50,6 +51,9 @@ template <typename T, class Cell> struct ForwardLoop {
     T *h_state[2];                                    // (B, P) each: step s reads [s & 1], writes [(s+1) & 1]
 
     int64_t time_of(int64_t s, int64_t b) const { return reverse ? order->lengths.data[b] - 1 - s : s; }
+    // Every other step visits its items backwards (run_items), so consecutive steps meet in the L2
+    // (1 thread, weights packed once, W_ih's product a GEMM: db-b4 LSTM 7.1 -> 5.6 ms, GRU 6.7 -> 5.7).
+    static bool backwards(int64_t s) { return s & 1; }
 
     // The state h_t of row b is final: publish it (next state, output, tape).
     void emit_state(int64_t s, int64_t b, int64_t j, int nl, V h_new) const {
@@ -101,11 +105,11 @@ template <typename T, class Cell> struct ForwardLoop {
                     x_part[g] = (fused_input ? x_acc[r][g * U + u] : load_n(x_row + g * H + j, nl)) + bx[g];
                     h_part[g] = acc[r][g * U + u];
                 }
-                // This row's lines two panels on: the item order (row blocks, then panels) visits a row's
-                // units a panel at a time, with the rows pages apart, which the hardware prefetcher
-                // does not follow (LSTM medium, 1 thread: forward with tape 58.8 -> 55.0 ms).
-                const int64_t j_ahead = j + 2 * U * L;
-                if (j_ahead < H) {
+                // This row's lines two panels on (in the step's direction): the item order (row blocks,
+                // then panels) visits a row's units a panel at a time, with the rows pages apart, which the
+                // hardware prefetcher does not follow (LSTM medium, 1 thread: forward with tape 58.8 -> 55.0 ms).
+                const int64_t j_ahead = backwards(s) ? j - 2 * U * L : j + 2 * U * L;
+                if (j_ahead >= 0 && j_ahead < H) {
                     if (tape) {
                         for (int g = 0; g < G; ++g) __builtin_prefetch(gate_row + g * H + j_ahead, 1);
                         for (int k = 0; k < Cell::AUX; ++k)
@@ -163,7 +167,7 @@ template <typename T, class Cell> struct ForwardLoop {
                 const int64_t n_rows = order->active_rows(s);
                 run_items<RMAX>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
                     dispatch_rows<RMAX>(n, [&](auto r) { cell_block<decltype(r)::value>(s, perm + r0, p); });
-                });
+                }, backwards(s));
                 if (projected) {
                     barrier.wait();
                     run_items<kProjectionRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t p) {
@@ -235,12 +239,18 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
     // last-level cache (LSTM 1024, 32 MB of panels: 14% slower fused), and only with enough rows to use
     // each weight several times per read: with 1-3 rows the steps are bound by reading the panels, and
     // reading W_ih's too made them slower (1 thread, T = 100, H = 128: LSTM B = 1 0.45 -> 0.55 ms fused,
-    // B = 3 1.00 -> 1.03; B = 4 1.20 -> 1.14; at 2 threads B = 1 0.39 -> 0.55).
+    // B = 3 1.00 -> 1.03; B = 4 1.20 -> 1.14; at 2 threads B = 1 0.39 -> 0.55). Panels past half the L2
+    // come from the L3 every step, at the L3's rate, which is a core's share of a mesh on some machines:
+    // there, fused, 4 to 32 rows were slower (Xeon, 2 MB of L2, 1 thread: db-b4 LSTM 11.5 -> 7.9 ms
+    // unfused, B = 16 0.93x, B = 32 0.95x; B = 64 1.00-1.05x fused), so they need kFusedInputL3Batch rows
+    // (on the EPYC, 1 MB of L2 and a faster L3, db-b4 LSTM had been 1.10x faster fused at T = 100).
     // With weights packed beforehand both ways give the same bits, and a single step is fused whatever
     // its size (one pass over the panels, no pre-activation buffer: a streaming step).
+    const double fused_bytes = (double)GH * (double)(I + P) * sizeof(T);
     const bool fused_input = !direct && !tokens && fastrnn_fused_input() &&
                              ((prepacked && T_steps == 1) ||
-                              (B >= kFusedInputMinBatch && (double)GH * (double)(I + P) * sizeof(T) <= kFusedInputMaxBytes));
+                              (B >= kFusedInputMinBatch && fused_bytes <= kFusedInputMaxBytes &&
+                               (B >= kFusedInputL3Batch || fused_bytes <= 0.5 * (double)fastrnn_l2_cache_bytes())));
 
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;

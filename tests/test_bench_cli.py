@@ -161,6 +161,46 @@ def test_cli_writes_json_markdown_and_reads_it_back(tmp_path, capsys):
     assert md.read_text().count(report.BEGIN) == 1
 
 
+def test_runs_per_thread_count_merge_with_every_command_shown(tmp_path, capsys, monkeypatch):
+    # Keras's threads are fixed per process, so a full table with it is one run per thread count, merged
+    def fastrnn_cli(argv):
+        monkeypatch.setattr(sys, "argv", ["fastrnn", *argv])  # the command line a table shows
+        return main(argv)
+
+    runs = []
+    for threads in (1, 2):
+        path = tmp_path / f"t{threads}.json"
+        assert fastrnn_cli(["bench", "--quick", "--rows", "rnn/small/inference", "--threads", str(threads),
+                            "--engines", "fastrnn,reference", "--json", str(path), "--no-progress",
+                            "--budget", "0"]) == 0
+        data = json.loads(path.read_text())
+        data["meta"]["missing"] = ["tensorflow", "onnxruntime"] if threads == 1 else ["onnxruntime"]
+        path.write_text(json.dumps(data))
+        runs.append((path, data["meta"]["command"]))
+    merged, md = tmp_path / "merged.json", tmp_path / "BENCH.md"
+    assert fastrnn_cli(["bench", "--from-json", f"{runs[0][0]},{runs[1][0]}", "--json", str(merged),
+                        "--markdown", str(md)]) == 0
+    capsys.readouterr()
+    meta = json.loads(merged.read_text())["meta"]
+    assert meta["threads"] == [1, 2] and set(meta["sgemm_gflops"]) == {"1", "2"}
+    assert meta["missing"] == ["onnxruntime"]  # the second run had tensorflow
+    lines = meta["command"].split("\n")
+    assert lines[:2] == [runs[0][1], runs[1][1]] and lines[2].startswith("fastrnn bench --from-json")
+    assert "--threads 1" in lines[0] and "--threads 2" in lines[1]
+    text = md.read_text()
+    assert meta["command"] in text and "### 2 threads" in text and "### 1 thread" in text
+    assert "not installed: onnxruntime\n" in text
+
+
+def test_header_names_the_caches_the_kernels_plan_with():
+    from fastrnn import _kernels
+
+    sizes = machine.cache_sizes()
+    assert sizes["L2"] == _kernels.l2_cache_bytes() > 0
+    meta = {"versions": {"fastrnn": "x"}, "caches": sizes}
+    assert f"L2 {sizes['L2'] / 2**20:.3g} MB" in report.header_lines(meta)[0]
+
+
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from fastrnn.bench.plot import plot_speedup

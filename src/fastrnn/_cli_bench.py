@@ -78,11 +78,13 @@ def _version(package):
         return None
 
 
-def _command_line():
+def _command_line(timed=True):
+    """This command as typed; a timed run shows the environment it ran in (see machine.SLOW_OPENBLAS_VARS)."""
     from .bench.machine import SLOW_OPENBLAS_VARS
 
     args = " ".join(shlex.quote(a) for a in sys.argv[1:])
-    unset = "" if any(v in os.environ for v in SLOW_OPENBLAS_VARS) else "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "
+    ran_unset = timed and not any(v in os.environ for v in SLOW_OPENBLAS_VARS)
+    unset = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE " if ran_unset else ""
     return f"{unset}fastrnn {args}"
 
 
@@ -125,7 +127,8 @@ def _meta(args, settings, missing, warnings):
     versions.update({p: _version(p) for p in ("torch", "onnxruntime", "tensorflow", "keras")})
     return {
         "command": _command_line(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "isa": _kernels.isa(), "quick": args.quick,
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "caches": machine.cache_sizes(), "isa": _kernels.isa(),
+        "quick": args.quick,
         "threads": list(settings.threads), "versions": versions, "missing": missing,
         "openblas_core": machine.openblas_corename(),
         "warnings": warnings,
@@ -160,7 +163,10 @@ def run_bench(args):
     from .bench import report
 
     if args.from_json:
-        meta, rows = report.read_json(args.from_json.split(","))
+        paths = args.from_json.split(",")
+        meta, rows = report.read_json(paths)
+        if len(paths) > 1:  # the runs' commands, then the one that merged them
+            meta["command"] += "\n" + _command_line(timed=False)
         _output(meta, rows, args)
         return 0
 

@@ -128,6 +128,7 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_has_openmp()
     void fastrnn_set_fused_input(int enabled)
     int fastrnn_fused_input()
+    int64_t fastrnn_l2_cache_bytes()
     int FASTRNN_OK, FASTRNN_ERR_NOMEM
 
 CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
@@ -161,6 +162,13 @@ def set_fused_input(bint enabled):
 
 def fused_input():
     return bool(fastrnn_fused_input())
+
+
+def l2_cache_bytes():
+    """One core's L2 in bytes as the kernels see it (the system's figure, or 1 MB when it gives none):
+    the forward fuses its input projection into the steps with few rows only while the packed weights
+    fit in half of it."""
+    return fastrnn_l2_cache_bytes()
 
 
 def packed_weight_size(str mode, dtype, int64_t hidden_size, int64_t k):

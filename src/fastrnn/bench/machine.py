@@ -33,6 +33,27 @@ def _openblas32():
     return lib
 
 
+def cache_sizes():
+    """{"L2": bytes, "L3": bytes}: one core's L2 as the kernels see it (their fused-input choice depends
+    on it, csrc/layer_forward.h) and the L3 from Linux's sysfs when it says."""
+    from .. import _kernels
+
+    sizes = {"L2": _kernels.l2_cache_bytes()}
+    try:
+        for index in sorted(os.listdir("/sys/devices/system/cpu/cpu0/cache")):
+            path = f"/sys/devices/system/cpu/cpu0/cache/{index}"
+            with open(f"{path}/level") as f:
+                level = f.read().strip()
+            if level == "3":
+                with open(f"{path}/size") as f:
+                    size = f.read().strip()  # e.g. "307200K"
+                units = {"K": 2**10, "M": 2**20, "G": 2**30}
+                sizes["L3"] = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    except (OSError, ValueError):
+        pass
+    return sizes
+
+
 def openblas_corename():
     try:
         return _openblas32().scipy_openblas_get_corename().decode()

@@ -96,8 +96,9 @@ def markdown_table(rows):
 
 
 def header_lines(meta):
+    caches = "".join(f", {level} {size / 2**20:.3g} MB" for level, size in meta.get("caches", {}).items())
     lines = [f"fastrnn {meta['versions'].get('fastrnn')} (kernels: {meta.get('isa')}), {meta.get('cpu')}, "
-             f"{meta.get('cores')} cores, {meta.get('date')}"]
+             f"{meta.get('cores')} cores{caches}, {meta.get('date')}"]
     lines.append("peers: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "fastrnn" and v)
                  + (f"; not installed: {', '.join(meta['missing'])}" if meta.get("missing") else ""))
     for threads, rate in sorted(meta.get("sgemm_gflops", {}).items(), key=lambda kv: int(kv[0])):
@@ -122,19 +123,28 @@ def write_json(path, meta, rows):
 
 
 def read_json(paths):
-    """(meta, rows) of one or more JSON files written by write_json; the first file's meta, with the
-    per-thread-count entries of all of them."""
-    meta, rows = None, []
+    """(meta, rows) of one or more JSON files written by write_json. Several files (one run per thread
+    count, as Keras needs) merge into the first file's meta with every run's command and date, the
+    per-thread-count rates of all of them, and a package counted as missing only where no run had it."""
+    metas, rows = [], []
     for path in [paths] if isinstance(paths, str) else paths:
         with open(path) as f:
             data = json.load(f)
-        if meta is None:
-            meta = data["meta"]
-        else:
-            for key in ("sgemm_gflops", "torch_mm_gflops"):
-                meta.setdefault(key, {}).update(data["meta"].get(key, {}))
-            meta["threads"] = sorted(set(meta["threads"]) | set(data["meta"]["threads"]))
+        metas.append(data["meta"])
         rows += data["rows"]
+    meta = metas[0]
+    for other in metas[1:]:
+        for key in ("sgemm_gflops", "torch_mm_gflops"):
+            meta.setdefault(key, {}).update(other.get(key, {}))
+        meta["threads"] = sorted(set(meta["threads"]) | set(other["threads"]))
+        meta["missing"] = [pkg for pkg in meta.get("missing", []) if pkg in other.get("missing", [])]
+        for pkg, version in other.get("versions", {}).items():
+            meta["versions"][pkg] = meta["versions"].get(pkg) or version
+        meta["warnings"] = meta.get("warnings", []) + [w for w in other.get("warnings", [])
+                                                       if w not in meta.get("warnings", [])]
+    if len(metas) > 1:
+        meta["command"] = "\n".join(m.get("command", "?") for m in metas)
+        meta["date"] = ", ".join(str(m.get("date")) for m in metas)
     return meta, rows
 
 
