@@ -131,10 +131,11 @@ inline int64_t shape_tile(int64_t extent, int64_t min_tile) {
 
 // IN x (m, k) with row stride ldx, w (n, k) with row stride ldw; OUT y (m, n) with row stride ldy.
 // Threads share tiles of W's rows chosen by the shape alone (shape_tile, at least 64 rows);
-// each output is computed whole by one thread.
+// each output is computed whole by one thread. backwards: each thread takes its tiles last to first, so
+// that steps alternating directions meet in the L2 (loop_support.h, run_items); no effect on the bits.
 template <typename T>
 void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, const T *w, int64_t ldw, T *y,
-                     int64_t ldy, int num_threads) {
+                     int64_t ldy, int num_threads, bool backwards = false) {
     constexpr int L = Simd<T>::lanes, RB = 4, NB = 4;  // blocks: one row of X x L rows of W, or RB x NB
     if (m <= 0 || n <= 0) return;
     const int64_t tile = shape_tile(n, 64), n_tiles = (n + tile - 1) / tile;
@@ -162,10 +163,20 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
                 else row_dot_any<T, 1, L>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
             }
     };
+    auto run_tiles = [&](int64_t begin, int64_t end) {
+        for (int64_t i = 0; i < end - begin; ++i) run_tile(backwards ? end - 1 - i : begin + i);
+    };
     if (num_threads > 1 && n_tiles > 1 && (double)m * (double)n * (double)k >= kRowDotParallelWork) {
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-        for (int64_t t = 0; t < n_tiles; ++t) run_tile(t);
+#pragma omp parallel num_threads(num_threads)
+        {
+            int tid = 0, nth = 1;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+            nth = omp_get_num_threads();
+#endif
+            run_tiles(n_tiles * tid / nth, n_tiles * (tid + 1) / nth);  // contiguous: the same tiles every step
+        }
     } else {  // (a streaming step enters no OpenMP region: entering one costs about a microsecond)
-        for (int64_t t = 0; t < n_tiles; ++t) run_tile(t);
+        run_tiles(0, n_tiles);
     }
 }

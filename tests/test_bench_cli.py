@@ -201,6 +201,25 @@ def test_header_names_the_caches_the_kernels_plan_with():
     assert f"L2 {sizes['L2'] / 2**20:.3g} MB" in report.header_lines(meta)[0]
 
 
+def test_round_robin_lets_spinning_thread_pools_settle_after_their_engine(monkeypatch):
+    from fastrnn.bench import timing
+
+    log = []  # engine names as they run, ("sleep", seconds) as the runner pauses
+    monkeypatch.setattr(timing.time, "sleep", lambda seconds: log.append(("sleep", seconds)))
+    runners = {name: (lambda name=name: log.append(name)) for name in ("blas", "other")}
+    timings = timing.round_robin(runners, min_sample_s=0.0, min_rounds=3, max_rounds=3, budget_s=0.0,
+                                 warm=set(runners), settle_s=0.005, settle_after={"blas": 0.15})
+    assert all(len(t.samples) >= 3 for t in timings.values())
+    sleeps, last = [], None
+    for entry in log:
+        if isinstance(entry, tuple):
+            sleeps.append((last, entry[1]))
+        else:
+            last = entry
+    assert sleeps and {s for _, s in sleeps} == {0.005, 0.15}
+    assert all(seconds == (0.15 if engine == "blas" else 0.005) for engine, seconds in sleeps)
+
+
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from fastrnn.bench.plot import plot_speedup

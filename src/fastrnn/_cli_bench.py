@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 
-QUICK = dict(min_sample_s=0.003, min_rounds=3, max_rounds=8, budget_s=0.3, reference_limit_s=0.5)
+QUICK = dict(min_sample_s=0.003, min_rounds=3, max_rounds=6, budget_s=0.25, reference_limit_s=0.5)
 FULL = dict(min_sample_s=0.02, min_rounds=3, max_rounds=25, budget_s=3.0, reference_limit_s=2.0)
 OPTIONAL = {"torch": "torch", "onnxruntime": "onnxruntime", "keras": "tensorflow"}  # engine -> package
 

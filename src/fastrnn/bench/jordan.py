@@ -145,7 +145,7 @@ def measure(row, threads, quick=False):
         check["elman vs torch"] = float(np.max(np.abs(a - b)))
     timing = dict(min_sample_s=0.003, min_rounds=3, max_rounds=8, budget_s=0.5) if quick else \
         dict(min_sample_s=0.02, min_rounds=5, max_rounds=25, budget_s=4.0)
-    timings = round_robin(runners, warm=set(runners), **timing)
+    timings = round_robin(runners, warm=set(runners), settle_s=0.005 if threads == 1 else 0.15, **timing)
     return {"row": row, "shape": SHAPES[size], "threads": threads,
             "ms": {name: t.median * 1e3 for name, t in timings.items()}, "check": check}
 

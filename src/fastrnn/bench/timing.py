@@ -42,13 +42,19 @@ def _calibrate(fn, min_sample_s, warm):
     return max(1, math.ceil(min_sample_s / per_call)), per_call
 
 
-def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_s=3.0, warm=(), settle_s=0.005):
+def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_s=3.0, warm=(), settle_s=0.005,
+                settle_after=None):
     """Time each of ``runners`` (name -> zero-argument callable); returns name -> Timing.
-    Engines named in ``warm`` have already run once (no warm-up call needed).
+    Engines named in ``warm`` have already run once (no warm-up call needed). ``budget_s`` counts the
+    timed calls, not the sleeps between them.
 
-    Between samples the process sleeps ``settle_s``: each engine has its own thread pool (fastrnn's
-    OpenMP, torch's OpenMP, OpenBLAS's, ORT's), whose idle threads spin for a moment after a call;
-    on a machine with few cores they would steal the next engine's cores."""
+    Before each sample the process sleeps ``settle_s``, or ``settle_after[name]`` after a sample of
+    engine ``name`` when that is longer: each engine has its own thread pool (fastrnn's OpenMP, torch's
+    OpenMP, the two OpenBLAS builds of NumPy and fastrnn, ONNX Runtime's, TensorFlow's), whose idle
+    threads spin after a call; on a machine with few cores they steal the next engine's cores. OpenBLAS's
+    spin for 2^28 clock ticks (OPENBLAS_THREAD_TIMEOUT's default: about 0.1 s), and with 2 threads on
+    2 cores that doubled torch's times right after the NumPy reference (2026-12-01: LSTM medium
+    inference 29 -> 56-69 ms, RNN large 22 -> 45-50 ms); the runner gives those engines 0.15 s."""
     timings, caps = {}, {}
     for name, fn in runners.items():
         calls, per_call = _calibrate(fn, min_sample_s, name in warm)
@@ -57,22 +63,27 @@ def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_
             timings[name].samples.append(per_call)
         share = budget_s / max(1, len(runners))  # an even share of the budget for each engine
         caps[name] = max(min_rounds, min(max_rounds, int(share / max(per_call * calls, 1e-9))))
-    start = time.perf_counter()
+    timed = 0.0  # seconds inside samples
+    settle_after = settle_after or {}
+    previous = None  # the engine of the last sample
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside one engine's sample would be charged to that engine
     try:
         for round_ in range(max_rounds):
-            if round_ >= min_rounds and time.perf_counter() - start > budget_s:
+            if round_ >= min_rounds and timed > budget_s:
                 break
             for name, fn in runners.items():
                 timing = timings[name]
                 if len(timing.samples) >= caps[name]:
                     continue
-                time.sleep(settle_s)
+                time.sleep(max(settle_s, settle_after.get(previous, 0.0)))
+                previous = name
                 t0 = time.perf_counter()
                 for _ in range(timing.calls_per_sample):
                     fn()
-                timing.samples.append((time.perf_counter() - t0) / timing.calls_per_sample)
+                elapsed = time.perf_counter() - t0
+                timed += elapsed
+                timing.samples.append(elapsed / timing.calls_per_sample)
             gc.collect()  # between rounds, charged to no one
     finally:
         if gc_was_enabled:
