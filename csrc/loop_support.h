@@ -203,22 +203,26 @@ template <class F> inline void step_region(int num_threads, F &&body) {
     }
 }
 
+// f(i) for i in [begin, end), from end - 1 down when backwards. Steps alternate direction so that the
+// weights a step read last, still in this core's L2, are the ones the next step reads first: weights
+// larger than the L2 then come from the L3 only in part (db-b4 LSTM, W_hh 4 MB, 2 MB of L2). The callers'
+// items are independent, so the order changes no bits.
+template <class F> inline void walk_range(int64_t begin, int64_t end, bool backwards, F &&f) {
+    for (int64_t n = 0; n < end - begin; ++n) f(backwards ? end - 1 - n : begin + n);
+}
+
 // Run one phase of a step: items = (blocks of at most RMAX active rows) x (n_panels panels), shared out
 // in contiguous ranges; f(first_row_in_perm, n_rows, panel). The caller puts a barrier after it.
-// backwards: the thread's range from its end. Steps alternate direction so that the panels a step read
-// last, still in this core's L2, are the ones the next step reads first: weights larger than the L2
-// then come from the L3 only in part (db-b4 LSTM, W_hh 4 MB, 2 MB of L2). Items are independent, so
-// the order changes no bits.
+// backwards: the thread's range from its end (walk_range).
 template <int RMAX, class F>
 inline void run_items(int64_t n_rows, int64_t n_panels, int tid, int nth, F &&f, bool backwards = false) {
     const int64_t n_blocks = (n_rows + RMAX - 1) / RMAX;
     int64_t begin, end;
     thread_range(n_blocks * n_panels, tid, nth, begin, end);
-    for (int64_t n = 0; n < end - begin; ++n) {
-        const int64_t i = backwards ? end - 1 - n : begin + n;
+    walk_range(begin, end, backwards, [&](int64_t i) {
         const int64_t panel = i / n_blocks, r0 = (i % n_blocks) * RMAX;
         f(r0, imin(RMAX, n_rows - r0), panel);
-    }
+    });
 }
 
 // Zero the rows (t, b) past each sequence's end in a (T, B, width) array with row stride ld.

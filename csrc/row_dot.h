@@ -1,5 +1,6 @@
 // Y = X W^T for a few rows of X, from W as it lies (row-major, n x k): each output is the dot product of
-// a row of X with a row of W. Included inside kernels_isa.cpp's per-ISA namespace (it needs simd.h only).
+// a row of X with a row of W. Included inside kernels_isa.cpp's per-ISA namespace (after simd.h and
+// loop_support.h).
 //
 // layer_forward.h uses it for the products where packing W would not pay: the steps of the direct
 // (unpacked) path, h W_hh^T with one or a few rows, and the input projection x W_ih^T of a call with few
@@ -131,8 +132,8 @@ inline int64_t shape_tile(int64_t extent, int64_t min_tile) {
 
 // IN x (m, k) with row stride ldx, w (n, k) with row stride ldw; OUT y (m, n) with row stride ldy.
 // Threads share tiles of W's rows chosen by the shape alone (shape_tile, at least 64 rows);
-// each output is computed whole by one thread. backwards: each thread takes its tiles last to first, so
-// that steps alternating directions meet in the L2 (loop_support.h, run_items); no effect on the bits.
+// each output is computed whole by one thread. backwards: each thread takes its tiles last to first
+// (loop_support.h, walk_range).
 template <typename T>
 void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, const T *w, int64_t ldw, T *y,
                      int64_t ldy, int num_threads, bool backwards = false) {
@@ -163,20 +164,16 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
                 else row_dot_any<T, 1, L>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
             }
     };
-    auto run_tiles = [&](int64_t begin, int64_t end) {
-        for (int64_t i = 0; i < end - begin; ++i) run_tile(backwards ? end - 1 - i : begin + i);
-    };
     if (num_threads > 1 && n_tiles > 1 && (double)m * (double)n * (double)k >= kRowDotParallelWork) {
 #pragma omp parallel num_threads(num_threads)
         {
-            int tid = 0, nth = 1;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-            nth = omp_get_num_threads();
-#endif
-            run_tiles(n_tiles * tid / nth, n_tiles * (tid + 1) / nth);  // contiguous: the same tiles every step
+            int tid, nth;
+            int64_t begin, end;
+            current_thread(tid, nth);
+            thread_range(n_tiles, tid, nth, begin, end);  // contiguous: the same tiles every step
+            walk_range(begin, end, backwards, run_tile);
         }
     } else {  // (a streaming step enters no OpenMP region: entering one costs about a microsecond)
-        run_tiles(0, n_tiles);
+        walk_range(0, n_tiles, backwards, run_tile);
     }
 }

@@ -7,6 +7,7 @@
 // Built once per vector width by tests/test_row_dot.py: the machine running the tests dispatches to one
 // ISA build only, and this is how the other widths' butterflies and tails get checked.
 #include <math.h>
+#include <sched.h>  // loop_support.h
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 namespace {
 #include "simd.h"
+#include "loop_support.h"  // the thread split and walk_range that row_dot_product uses
 #include "row_dot.h"
 }
 
