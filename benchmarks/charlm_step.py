@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 import fastrnn
+from fastrnn.bench.timing import settle_for
 from fastrnn.models import CharLM
 from fastrnn.nn import CrossEntropyLoss
 from fastrnn.optim import Adam, clip_grad_norm
@@ -96,8 +97,7 @@ def main():
                 step(batch[:, :-1], batch[:, 1:])
                 if i >= 3:  # warm-up steps are not counted
                     times[name].append(time.perf_counter() - t0)
-                # let the other engine's thread pools go idle: OpenBLAS's (fastrnn's GEMMs) spin ~0.1 s
-                time.sleep(0.005 if threads == 1 else 0.15)
+                time.sleep(settle_for(threads))  # the other engine's idle threads stop spinning
         rates = {name: 1 / np.median(t) for name, t in times.items()}
         line = ", ".join(f"{name} {rate:.1f} steps/s ({1e3 / rate:.1f} ms; fastest step {1e3 * min(times[name]):.1f} ms)"
                          for name, rate in rates.items())

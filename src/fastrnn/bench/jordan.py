@@ -125,7 +125,7 @@ def measure(row, threads, quick=False):
     import fastrnn
 
     from .machine import set_numpy_blas_threads
-    from .timing import round_robin
+    from .timing import round_robin, settle_for
 
     _, size, mode = row.split("/")
     work = _Work(*SHAPES[size])
@@ -145,7 +145,7 @@ def measure(row, threads, quick=False):
         check["elman vs torch"] = float(np.max(np.abs(a - b)))
     timing = dict(min_sample_s=0.003, min_rounds=3, max_rounds=8, budget_s=0.5) if quick else \
         dict(min_sample_s=0.02, min_rounds=5, max_rounds=25, budget_s=4.0)
-    timings = round_robin(runners, warm=set(runners), settle_s=0.005 if threads == 1 else 0.15, **timing)
+    timings = round_robin(runners, warm=set(runners), settle_s=settle_for(threads), **timing)
     return {"row": row, "shape": SHAPES[size], "threads": threads,
             "ms": {name: t.median * 1e3 for name, t in timings.items()}, "check": check}
 

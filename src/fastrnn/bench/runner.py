@@ -9,7 +9,7 @@ import numpy as np
 from . import peers
 from .peers import PEERS, Unavailable
 from .machine import OtherLoad, wait_for_quiet
-from .timing import round_robin
+from .timing import round_robin, settle_for
 from .workload import make_workload
 
 
@@ -27,8 +27,6 @@ class Settings:
     memory: bool = False           # also measure a training step's peak memory (subprocesses)
     wait_idle_s: float = 0.0       # before each row, wait up to this long for other processes to go quiet
     busy_cores: float = 0.3        # other processes' CPU use (cores) above which a row is noted as disturbed
-    settle_s: float = 0.005        # sleep before each sample (timing.round_robin says why)
-    settle_openblas_s: float = 0.15  # after a sample of an engine calling OpenBLAS on several threads
 
 
 def engines_for(case, settings):
@@ -128,10 +126,9 @@ def measure_row(case, threads, engines, settings, case_notes):
         for peer in active.values():
             contexts.enter_context(peer.timing_context())
         # fastrnn's GEMMs and the NumPy reference run on OpenBLAS, whose idle threads spin for ~0.1 s
-        spinning = {} if threads == 1 else {n: settings.settle_openblas_s for n in ("fastrnn", "reference")}
+        spinning = {n: settle_for(threads) for n in ("fastrnn", "reference")}
         timings = round_robin({n: p.run for n, p in active.items()}, settings.min_sample_s, settings.min_rounds,
-                              settings.max_rounds, settings.budget_s, warm=set(active), settle_s=settings.settle_s,
-                              settle_after=spinning)
+                              settings.max_rounds, settings.budget_s, warm=set(active), settle_after=spinning)
     other_load = other.stop()
     if other_load is not None and other_load > settings.busy_cores:
         notes.append(f"other processes used {other_load:.1f} cores while this row was timed")

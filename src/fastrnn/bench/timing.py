@@ -42,8 +42,18 @@ def _calibrate(fn, min_sample_s, warm):
     return max(1, math.ceil(min_sample_s / per_call)), per_call
 
 
-def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_s=3.0, warm=(), settle_s=0.005,
-                settle_after=None):
+SETTLE_S = 0.005          # sleep before each sample (round_robin says why)
+OPENBLAS_SETTLE_S = 0.15  # after an engine that ran OpenBLAS on several threads: its idle threads spin ~0.1 s
+
+
+def settle_for(threads):
+    """Seconds to sleep between two engines' samples at this thread count when any of them may leave
+    OpenBLAS threads spinning (with one thread OpenBLAS starts none)."""
+    return SETTLE_S if threads == 1 else OPENBLAS_SETTLE_S
+
+
+def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_s=3.0, warm=(),
+                settle_s=SETTLE_S, settle_after=None):
     """Time each of ``runners`` (name -> zero-argument callable); returns name -> Timing.
     Engines named in ``warm`` have already run once (no warm-up call needed). ``budget_s`` counts the
     timed calls, not the sleeps between them.
@@ -54,7 +64,7 @@ def round_robin(runners, min_sample_s=0.01, min_rounds=3, max_rounds=25, budget_
     threads spin after a call; on a machine with few cores they steal the next engine's cores. OpenBLAS's
     spin for 2^28 clock ticks (OPENBLAS_THREAD_TIMEOUT's default: about 0.1 s), and with 2 threads on
     2 cores that doubled torch's times right after the NumPy reference (2026-12-01: LSTM medium
-    inference 29 -> 56-69 ms, RNN large 22 -> 45-50 ms); the runner gives those engines 0.15 s."""
+    inference 29 -> 56-69 ms, RNN large 22 -> 45-50 ms); the runner gives those engines OPENBLAS_SETTLE_S."""
     timings, caps = {}, {}
     for name, fn in runners.items():
         calls, per_call = _calibrate(fn, min_sample_s, name in warm)

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from .timing import settle_for
+
 SIZE = (100, 64, 128, 256)  # T, B, D, H: the grid's "medium"
 P = 0.25                     # recurrent dropout / zoneout probability of the rows
 
@@ -209,7 +211,7 @@ def measure(name, threads, budget_s=2.0):
     while (min(len(s) for s in samples.values()) < 3 or
            (time.perf_counter() - start < budget_s and min(len(s) for s in samples.values()) < 15)):
         for key, fn in runners.items():
-            time.sleep(0.005 if threads == 1 else 0.15)  # the previous engine's idle threads stop spinning
+            time.sleep(settle_for(threads))  # the previous engine's idle threads stop spinning
             t0 = time.perf_counter()
             fn()
             samples[key].append(time.perf_counter() - t0)
