@@ -11,9 +11,10 @@
 // The tape is in RowOrder's packed layout (valid rows only); dy and dx are (T, B, .) as the user sees them.
 // The forward tape's gates (and GRU's aux) are overwritten in place with the gate gradients.
 
-// Register blocking: kBackwardRows rows x NB vectors of accumulators, NB = 4 (wide panels) or 2 (when
-// wide panels would leave too few items to share among the threads, e.g. small hidden sizes).
-constexpr int kBackwardRows = 6;
+// Register blocking: BackwardRows<NB> rows x NB vectors of accumulators, NB = 4 (wide panels) or 2 (when
+// wide panels would leave too few items to share among the threads, e.g. small hidden sizes); at most 6
+// rows (AVX-512: 6 x 4 and 6 x 2; AVX2: 3 x 4 and 6 x 2).
+template <int NB> constexpr int BackwardRows = kAccumulators / NB < 6 ? kAccumulators / NB : 6;
 
 template <typename T, class Cell, int NB> struct BackwardLoop {
     typedef vec_t<T> V;
@@ -98,13 +99,13 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
         step_region(num_threads, [&](int tid, int nth, StepBarrier &barrier) {
             for (int64_t s = T_steps - 1; s >= -1; --s) {
                 const int64_t n_rows = order->active_rows(s);
-                run_items<kBackwardRows>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
-                    dispatch_rows<kBackwardRows>(n, [&](auto r) { state_block<decltype(r)::value>(s, perm + r0, q); });
+                run_items<BackwardRows<NB>>(n_rows, n_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
+                    dispatch_rows<BackwardRows<NB>>(n, [&](auto r) { state_block<decltype(r)::value>(s, perm + r0, q); });
                 }, s & 1);  // alternate directions, as the forward loop does
                 if (projected && s >= 0) {
                     barrier.wait();
-                    run_items<kBackwardRows>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
-                        dispatch_rows<kBackwardRows>(n, [&](auto r) { projection_block<decltype(r)::value>(s, perm + r0, q); });
+                    run_items<BackwardRows<NB>>(n_rows, n_proj_panels, tid, nth, [&](int64_t r0, int64_t n, int64_t q) {
+                        dispatch_rows<BackwardRows<NB>>(n, [&](auto r) { projection_block<decltype(r)::value>(s, perm + r0, q); });
                     });
                 }
                 barrier.wait();
@@ -239,7 +240,7 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
 
 template <typename T, class Cell> int layer_backward(const fastrnn_backward_args &a) {
     const int64_t P = a.proj_size > 0 ? a.proj_size : a.hidden_size;
-    const int64_t row_blocks = (a.batch + kBackwardRows - 1) / kBackwardRows;
+    const int64_t row_blocks = (a.batch + BackwardRows<4> - 1) / BackwardRows<4>;
     const bool enough_wide_items = column_panel_count<T, 4>(P) * row_blocks >= 4 * (int64_t)a.num_threads;
     return enough_wide_items ? layer_backward_blocked<T, Cell, 4>(a) : layer_backward_blocked<T, Cell, 2>(a);
 }

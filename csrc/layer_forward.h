@@ -17,13 +17,13 @@
 //
 // Sizes: H cell units, P state size (P = H unless LSTM with proj_size), G gates.
 
-template <class Cell> struct ForwardBlocking {  // R rows x G*U vectors of accumulators, R * G * U <= 24
-    static constexpr int U = Cell::G == 1 ? 4 : 1;
-    static constexpr int R = 24 / (Cell::G * U);
+template <class Cell> struct ForwardBlocking {  // R rows x G*U vectors of accumulators, R * G * U <= kAccumulators
+    static constexpr int U = Cell::G == 1 ? kAccumulators / 6 : 1;  // AVX-512: RNN 6 x 4, LSTM 6 x 4, GRU 8 x 3
+    static constexpr int R = kAccumulators / (Cell::G * U);          // AVX2: RNN 6 x 2, LSTM 3 x 4, GRU 4 x 3
 };
-constexpr int kProjectionVectors = 4;  // phase 2: R x 4 vectors of state units
+constexpr int kProjectionVectors = 4;  // phase 2: kProjectionRows x 4 vectors of state units
 constexpr int64_t kGemvMinWeights = 1 << 18;  // W_hh elements (1 MB of float) from which B = 1 steps stay direct
-constexpr int kProjectionRows = 6;
+constexpr int kProjectionRows = kAccumulators / kProjectionVectors;
 constexpr double kFusedInputMaxBytes = 16 << 20;  // W_ih and W_hh together, for the fused input projection
 constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows,
 constexpr int64_t kFusedInputL3Batch = 64;          // or this many when the weights do not fit half the L2

@@ -12,6 +12,12 @@
 #error "FASTRNN_VEC_BYTES must be defined by the build (16, 32 or 64)"
 #endif
 
+// Accumulator vectors the micro-kernels (recurrent_gemm.h, row_dot.h) keep in registers: 24 of AVX-512's
+// 32, 12 of AVX2's (and SSE2's) 16; the rest hold the operands. With 24 the AVX2 build spilled them to the
+// stack at every k (Zen 3, 1 thread, K = 512: 6 rows x 4 vectors ran at 37-41 GF/s, 3 x 4 at 67-75,
+// OpenBLAS's sgemm at 61-81).
+constexpr int kAccumulators = FASTRNN_VEC_BYTES == 64 ? 24 : 12;
+
 template <typename T> struct Simd;
 
 template <> struct Simd<float> {

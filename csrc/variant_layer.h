@@ -120,7 +120,7 @@ template <typename T> void zero_padded_rows(T *m, int64_t width, const int64_t *
 // panels of recurrent_gemm.h (cache-resident, no per-step packing as a BLAS call would do). Items are
 // (block of rows) x (panel) and every output lane sums k in ascending order, whatever the thread:
 // bit-identical for any thread count. Short sequences (T <= 2) call BLAS instead: packing would cost more.
-constexpr int kVariantRows = 6, kVariantVectors = 4;
+constexpr int kVariantVectors = 4, kVariantRows = kAccumulators / kVariantVectors;
 
 template <typename T> struct RecurrentProduct {
     Buffer<T> panels;
