@@ -19,6 +19,11 @@
 constexpr int64_t kRowDotMaxRows = 32;             // rows of X up to which these products replace OpenBLAS
 constexpr double kRowDotParallelWork = 1 << 18;    // m * n * k from which threads share the rows of W
 constexpr double kRowDotStreamBytes = 1 << 21;     // a W of this size or more is read row after row (below)
+// Rows of W read side by side there: each is a chain of dependent multiply-adds, one vector per FMA
+// latency. With AVX-512's 64-byte vectors one chain kept up with the L3; with AVX2's it could not (Zen 3,
+// 1 thread: 1 x (2048 x 512) 107-114 us with one chain, 82-103 with 2, 69-91 with 4, 100-210 with all 8;
+// 1 x (4096 x 512) 235, 178, 156-190, 427).
+constexpr int kByRowStreams = FASTRNN_VEC_BYTES == 64 ? 1 : 4;
 
 // Lane l of butterfly round with blocks of W lanes: before the round a vector holds L / W accumulators'
 // partial sums, W lanes each; the round adds lane o and lane o + W/2 of every block (LOW picks the first,
@@ -72,10 +77,13 @@ inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t
     for (int a = 0; a < A; ++a) acc[a] = V{};
     const int64_t full = k / L * L;
     if constexpr (BY_ROW) {
-        static_assert(R == 1 && FULL, "row after row: one row of X, a full block");
+        constexpr int S = N < kByRowStreams ? N : kByRowStreams;
+        static_assert(R == 1 && FULL && N % S == 0, "row after row: one row of X, a full block");
 #pragma GCC unroll 16
-        for (int c = 0; c < N; ++c)
-            for (int64_t i = 0; i < full; i += L) acc[c] = vfma(load(x + i), load(w + c * ldw + i), acc[c]);
+        for (int c0 = 0; c0 < N; c0 += S)
+            for (int64_t i = 0; i < full; i += L)
+#pragma GCC unroll 4
+                for (int c = c0; c < c0 + S; ++c) acc[c] = vfma(load(x + i), load(w + c * ldw + i), acc[c]);
     } else
     for (int64_t i = 0; i < full; i += L) {
         V xv[R];
