@@ -27,6 +27,10 @@ constexpr int kProjectionRows = kAccumulators / kProjectionVectors;
 constexpr double kFusedInputMaxBytes = 16 << 20;  // W_ih and W_hh together, for the fused input projection
 constexpr int64_t kFusedInputMinBatch = 4;          // and at least this many rows,
 constexpr int64_t kFusedInputL3Batch = 64;          // or this many when the weights do not fit half the L2
+// An unfused input projection beyond kRowDotMaxRows rows runs on W_ih's panels, packed one at a time
+// (panel_input_projection), where the micro-kernel has 24 accumulators (AVX-512). The AVX2 build, timed on
+// a Zen 4 against OpenBLAS's AVX-512 sgemm, was 0.93-1.07x; not measured on an AVX2 machine, so it keeps sgemm.
+constexpr bool kPanelInputProjection = kAccumulators >= 24;
 
 template <typename T, class Cell> struct ForwardLoop {
     typedef vec_t<T> V;
@@ -182,22 +186,28 @@ template <typename T, class Cell> struct ForwardLoop {
     }
 };
 
-// The input projection on W_ih's packed panels (weights packed beforehand, input not fused): gates (n_rows,
-// G*H) = x_rows W_ih^T by the step loop's micro-kernel, so the same bits as the fused way.
+// The input projection on W_ih's panels: gates (n_rows, G*H) = x_rows W_ih^T by the step loop's micro-kernel,
+// so the same bits as the fused way. From in_panels (W_ih packed beforehand), or, with in_panels null, from
+// w_ih itself: each thread packs one panel at a time into its scratch_panels slot (row_panel_size elements
+// per thread), which stays in L2 while every row block reads it, so no packed copy of W_ih goes through the
+// L3. Against OpenBLAS's sgemm (which packs both operands, and runs below its peak with 100 rows), Zen 4,
+// alternating runs, 1 thread: db-b4 LSTM 5.95 -> 5.78 ms, GRU 4.30 -> 3.96, RNN 1.26 -> 1.17; LSTM
+// (25,32,1024,1024) 146 -> 138, ReLU (50,16,1760,1760) 123 -> 110; 2 threads 1.00-1.05x; training 1.01-1.05x
+// (one GRU run 0.97x). Packing all of W_ih first and then projecting was slower than sgemm (0.92-0.96x on
+// db-b4): the packed copy made the call's data outgrow the L3 share this VM gets.
 template <typename T, class Cell>
-void panel_input_projection(int64_t n_rows, int64_t H, int64_t I, const T *x_rows, const T *in_panels, T *gates,
-                            int num_threads) {
+void panel_input_projection(int64_t n_rows, int64_t H, int64_t I, const T *x_rows, const T *in_panels, const T *w_ih,
+                            T *scratch_panels, T *gates, int num_threads) {
     constexpr int G = Cell::G, U = ForwardBlocking<Cell>::U, RMAX = ForwardBlocking<Cell>::R, L = Simd<T>::lanes;
     const int64_t n_panels = row_panel_count<T, U>(H), n_blocks = (n_rows + RMAX - 1) / RMAX, GH = G * H;
-    const int64_t n_items = n_panels * n_blocks;
-    auto item_product = [&](int64_t item) {
-        const int64_t p = item / n_blocks, r0 = item % n_blocks * RMAX;
+    const int64_t panel_size = row_panel_size<T, U>(G, I);
+    auto block_product = [&](const T *panel, int64_t p, int64_t r0) {
         dispatch_rows<RMAX>(imin(RMAX, n_rows - r0), [&](auto rows) {
             constexpr int R = decltype(rows)::value;
             const T *a[R];
             for (int i = 0; i < R; ++i) a[i] = x_rows + (r0 + i) * I;
             vec_t<T> acc[R][G * U];
-            panel_product<T, R, G * U>(a, I, in_panels + p * row_panel_size<T, U>(G, I), acc);
+            panel_product<T, R, G * U>(a, I, panel, acc);
             for (int g = 0; g < G; ++g)
                 for (int u = 0; u < U; ++u) {
                     const int64_t j = (p * U + u) * L;
@@ -207,7 +217,23 @@ void panel_input_projection(int64_t n_rows, int64_t H, int64_t I, const T *x_row
                 }
         });
     };
-    if (num_threads > 1 && n_items > 1 && 2.0 * (double)n_rows * (double)GH * (double)I >= 4e5) {
+    const bool threaded = num_threads > 1 && 2.0 * (double)n_rows * (double)GH * (double)I >= 4e5;
+    if (!in_panels) {  // packed as it goes: the items are whole panels
+        const TileTranspose<T> transpose;
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (threaded && n_panels > 1)
+        for (int64_t p = 0; p < n_panels; ++p) {
+            T *panel = scratch_panels + omp_get_thread_num() * panel_size;
+            pack_row_panel<T, U>(panel, w_ih, G, H, I, p, transpose);
+            for (int64_t r0 = 0; r0 < n_rows; r0 += RMAX) block_product(panel, p, r0);
+        }
+        return;
+    }
+    const int64_t n_items = n_panels * n_blocks;
+    auto item_product = [&](int64_t item) {
+        const int64_t p = item / n_blocks;
+        block_product(in_panels + p * panel_size, p, item % n_blocks * RMAX);
+    };
+    if (threaded && n_items > 1) {
 #pragma omp parallel for num_threads(num_threads) schedule(static)
         for (int64_t item = 0; item < n_items; ++item) item_product(item);
     } else {  // (no OpenMP region for a streaming step: entering one costs about a microsecond)
@@ -254,12 +280,15 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
                               (B >= kFusedInputMinBatch && fused_bytes <= kFusedInputMaxBytes &&
                                (B >= kFusedInputL3Batch || fused_bytes <= 0.5 * (double)fastrnn_l2_cache_bytes())));
 
+    const bool panel_input = kPanelInputProjection && !fused_input && !prepacked && !tokens && !direct &&
+                             T_steps * B > kRowDotMaxRows;
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
     if (!order.build(a.lengths, T_steps, B) ||
         !panels.allocate(direct || prepacked ? 1 : n_panels * row_panel_size<T, U>(G, P)) ||
         (direct && !hh.allocate(B * GH)) ||
         (fused_input && !prepacked && !in_panels.allocate(n_panels * row_panel_size<T, U>(G, I))) ||
+        (panel_input && !in_panels.allocate(a.num_threads * row_panel_size<T, U>(G, I))) ||
         !bias_x.allocate(G * Hp) || !bias_hn.allocate(Hp) || !h_state.allocate(2 * B * P) || !c_state.allocate(B * H) ||
         (!tape && !tokens && !fused_input && !scratch_gates.allocate(order.n_packed * GH)) ||
         (projected && (!proj_panels.allocate(row_panel_count<T, NP>(P) * row_panel_size<T, NP>(1, H)) ||
@@ -278,9 +307,13 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
             x_rows = x_packed.data;
         }
         if (prepacked)
-            panel_input_projection<T, Cell>(order.n_packed, H, I, x_rows, (const T *)a.packed_w_ih, gates, nt);
+            panel_input_projection<T, Cell>(order.n_packed, H, I, x_rows, (const T *)a.packed_w_ih, nullptr, nullptr,
+                                            gates, nt);
         else if (order.n_packed <= kRowDotMaxRows || gemv_steps)  // gemv steps: a streamed step gives the same bits
             row_dot_product(order.n_packed, GH, I, x_rows, I, (const T *)a.w_ih, I, gates, GH, nt);
+        else if (panel_input)
+            panel_input_projection<T, Cell>(order.n_packed, H, I, x_rows, nullptr, (const T *)a.w_ih, in_panels.data,
+                                            gates, nt);
         else
             parallel_gemm(false, true, order.n_packed, GH, I, T(1), x_rows, I, (const T *)a.w_ih, I, T(0), gates, GH, nt);
     }

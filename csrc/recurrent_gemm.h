@@ -49,44 +49,49 @@ template <typename T> struct TileTranspose {
     }
 };
 
-// IN w (G*N, K); OUT panels (row_panel_count * row_panel_size)
+// IN w (G*N, K); OUT out: panel p of pack_row_panels (row_panel_size elements)
 // A transpose by L x L tiles: L weight rows are read a vector at a time (whole cache lines), turned in
-// registers and stored as L panel rows. Threads share the panels out (a copy: no effect on the bits).
+// registers and stored as L panel rows.
 template <typename T, int U>
-void pack_row_panels(T *panels, const T *w, int64_t G, int64_t N, int64_t K, int num_threads = 1) {
+void pack_row_panel(T *out, const T *w, int64_t G, int64_t N, int64_t K, int64_t p, const TileTranspose<T> &transpose) {
     typedef vec_t<T> V;
     const int L = Simd<T>::lanes;
     const int64_t width = U * L;
+    for (int64_t g = 0; g < G; ++g)
+        for (int u = 0; u < U; ++u) {
+            const int64_t unit0 = p * width + u * L;  // the tile's first unit (row of w within gate g)
+            const int rows = N - unit0 < L ? (N - unit0 > 0 ? (int)(N - unit0) : 0) : L;  // units past N: zeros
+            const T *src = w + (g * N + unit0) * K;
+            for (int64_t k0 = 0; k0 < K; k0 += L) {
+                const int nk = K - k0 < L ? (int)(K - k0) : L;
+                V tile[Simd<T>::lanes];
+                if (nk == L && rows == L) {
+#pragma GCC unroll 16
+                    for (int l = 0; l < L; ++l) {
+                        // L row streams at once, from memory when the weights are cold (db-b4 LSTM,
+                        // 1 thread: ~3% faster with it)
+                        __builtin_prefetch(src + l * K + k0 + kPackPrefetchTiles * L);
+                        tile[l] = load(src + l * K + k0);
+                    }
+                } else {
+                    for (int l = 0; l < L; ++l) tile[l] = l < rows ? load_n(src + l * K + k0, nk) : V{};
+                }
+                transpose(tile);
+#pragma GCC unroll 16
+                for (int k = 0; k < nk; ++k) store(out + ((k0 + k) * G + g) * width + u * L, tile[k]);  // [k][g][u]
+            }
+        }
+}
+
+// IN w (G*N, K); OUT panels (row_panel_count * row_panel_size)
+// Threads share the panels out (a copy: no effect on the bits).
+template <typename T, int U>
+void pack_row_panels(T *panels, const T *w, int64_t G, int64_t N, int64_t K, int num_threads = 1) {
     const int64_t count = row_panel_count<T, U>(N);
     const TileTranspose<T> transpose;
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && count > 1 && G * N * K >= kParallelPackElements)
-    for (int64_t p = 0; p < count; ++p) {
-        T *out = panels + p * row_panel_size<T, U>(G, K);
-        for (int64_t g = 0; g < G; ++g)
-            for (int u = 0; u < U; ++u) {
-                const int64_t unit0 = p * width + u * L;  // the tile's first unit (row of w within gate g)
-                const int rows = N - unit0 < L ? (N - unit0 > 0 ? (int)(N - unit0) : 0) : L;  // units past N: zeros
-                const T *src = w + (g * N + unit0) * K;
-                for (int64_t k0 = 0; k0 < K; k0 += L) {
-                    const int nk = K - k0 < L ? (int)(K - k0) : L;
-                    V tile[Simd<T>::lanes];
-                    if (nk == L && rows == L) {
-#pragma GCC unroll 16
-                        for (int l = 0; l < L; ++l) {
-                            // L row streams at once, from memory when the weights are cold (db-b4 LSTM,
-                            // 1 thread: ~3% faster with it)
-                            __builtin_prefetch(src + l * K + k0 + kPackPrefetchTiles * L);
-                            tile[l] = load(src + l * K + k0);
-                        }
-                    } else {
-                        for (int l = 0; l < L; ++l) tile[l] = l < rows ? load_n(src + l * K + k0, nk) : V{};
-                    }
-                    transpose(tile);
-#pragma GCC unroll 16
-                    for (int k = 0; k < nk; ++k) store(out + ((k0 + k) * G + g) * width + u * L, tile[k]);  // [k][g][u]
-                }
-            }
-    }
+    for (int64_t p = 0; p < count; ++p)
+        pack_row_panel<T, U>(panels + p * row_panel_size<T, U>(G, K), w, G, N, K, p, transpose);
 }
 
 template <typename T, int NB> inline int64_t column_panel_count(int64_t N) {

@@ -1,8 +1,9 @@
 """The forward's two ways to the input projection x W_ih^T (csrc/layer_forward.h):
 fused into each step's items (the default, with four or more rows while W_ih and W_hh fit the cache
-together) or one GEMM before the loop (big weights, short sequences, 1-3 rows). Small test shapes with
-four or more rows take the fused way, so here the switch
-`_kernels.set_fused_input(False)` forces the GEMM way and the compiled-vs-reference checks run on it;
+together) or one product before the loop (big weights, short sequences, 1-3 rows): row_dot.h's up to
+32 rows, then W_ih's panels packed one at a time (AVX-512 build) or OpenBLAS's sgemm (the others).
+Small test shapes with four or more rows take the fused way, so here the switch
+`_kernels.set_fused_input(False)` forces the other way and the compiled-vs-reference checks run on it;
 and both ways must agree, with each still bit-identical across thread counts.
 """
 import contextlib
@@ -100,6 +101,21 @@ def test_fused_and_gemm_input_agree(mode, shape, dtype):
     assert_all_close(fused, gemm, context=f"{mode} {shape}", **TOL[dtype])
     # the tape the fused forward recorded gives the same inference output as no tape
     np.testing.assert_allclose(fused["y_no_grad"], fused["y"], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", ["medium", "ragged_bidir"])  # over 32 (valid) rows
+@pytest.mark.parametrize("mode", MODES)
+def test_panel_input_projection_gives_the_fused_bits(mode, shape, dtype):
+    """Past 32 rows the AVX-512 build's unfused projection runs the fused way's micro-kernel on W_ih's panels,
+    summing each output in the same order: the same bits, gradients included. The AVX2 and baseline builds
+    use OpenBLAS's sgemm there, which agrees to rounding."""
+    T, B, IN, H, kwargs = BOTH_WAYS[shape]
+    fused, unfused = _run_both_ways(mode, dtype, T, B, IN, H, 2, **dict(kwargs))
+    if _kernels.isa() == "avx512":
+        assert_all_equal(unfused, fused, context=f"{mode} {shape}")
+    else:
+        assert_all_close(fused, unfused, context=f"{mode} {shape}", **TOL[dtype])
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
