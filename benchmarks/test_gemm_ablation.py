@@ -1,9 +1,13 @@
 """GEMM ablation: fastrnn's fused recurrent step against the library alternative on the same shapes.
 
-Per (cell, shape, T), inference forward, four implementations (pytest-benchmark group = one row):
+Per (cell, shape, T), inference forward, five implementations (pytest-benchmark group = one row):
     fastrnn      the compiled layer (packed W_hh, the step's matmul fused with the gates; the input
                  projection fused into the steps too while W_ih and W_hh fit the cache together)
+    fastrnn_panel_input the same layer with the input projection unfused, before the loop: row_dot.h's
+                 products up to 32 rows, then (AVX-512 build) W_ih's panels packed one at a time and the
+                 steps' micro-kernel; OpenBLAS's sgemm on the other builds
     fastrnn_gemm_input  the same layer with the input projection as one OpenBLAS GEMM before the loop
+                 (row_dot.h's products up to 32 rows)
     blas_numpy   one BLAS GEMM for the input projection, then per step a BLAS GEMM h W_hh^T and the
                  gates as in-place NumPy ufuncs (benchmarks/_unfused.py; checked equal to fastrnn)
     blas_gemm    the same GEMMs without the gate math: the floor of any per-step-BLAS design
@@ -40,7 +44,7 @@ def numpy_threads(threads):
         machine.set_numpy_blas_threads(previous)
 
 
-@pytest.mark.parametrize("impl", ["fastrnn", "fastrnn_gemm_input", "blas_numpy", "blas_gemm"])
+@pytest.mark.parametrize("impl", ["fastrnn", "fastrnn_panel_input", "fastrnn_gemm_input", "blas_numpy", "blas_gemm"])
 @pytest.mark.parametrize("T", STEPS)
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -62,16 +66,20 @@ def test_recurrent_step(benchmark, cell, shape, T, impl, threads, numpy_threads,
         with fastrnn.no_grad():
             return layer(x, hx)
 
-    def run_fastrnn_gemm_input():
-        _kernels.set_fused_input(False)
-        try:
-            return run_fastrnn()
-        finally:
-            _kernels.set_fused_input(True)
+    def unfused_input(panels):
+        def run():
+            _kernels.set_fused_input(False)
+            _kernels.set_panel_input(panels)
+            try:
+                return run_fastrnn()
+            finally:
+                _kernels.set_fused_input(True)
+                _kernels.set_panel_input(True)
+        return run
 
     c0 = h0[0] if cell == "lstm" else None
-    run = {"fastrnn": run_fastrnn, "fastrnn_gemm_input": run_fastrnn_gemm_input}.get(
-        impl, lambda: unfused(x, h0[0], c0))
+    run = {"fastrnn": run_fastrnn, "fastrnn_panel_input": unfused_input(True),
+           "fastrnn_gemm_input": unfused_input(False)}.get(impl, lambda: unfused(x, h0[0], c0))
     benchmark.group = f"ablation {cell} {shape} (B,D,H)={SHAPES[shape]} T={T} t={threads}"
     flops = Case(cell, "inference", shape, T, B, D, H).flops
     benchmark.extra_info["flops"] = flops

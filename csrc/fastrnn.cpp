@@ -137,6 +137,9 @@ const char *fastrnn_isa(void) { return kernels().name; }
 static std::atomic<int> fused_input_enabled{1};
 void fastrnn_set_fused_input(int enabled) { fused_input_enabled.store(enabled != 0, std::memory_order_relaxed); }
 int fastrnn_fused_input(void) { return fused_input_enabled.load(std::memory_order_relaxed); }
+static std::atomic<int> panel_input_enabled{1};
+void fastrnn_set_panel_input(int enabled) { panel_input_enabled.store(enabled != 0, std::memory_order_relaxed); }
+int fastrnn_panel_input(void) { return panel_input_enabled.load(std::memory_order_relaxed); }
 
 int64_t fastrnn_l2_cache_bytes(void) {
     static const int64_t bytes = [] {

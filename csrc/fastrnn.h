@@ -161,6 +161,10 @@ int fastrnn_has_openmp(void);
    one GEMM before the loop (0): a process-wide switch for tests and the GEMM ablation benchmark. */
 void fastrnn_set_fused_input(int enabled);
 int fastrnn_fused_input(void);
+/* Whether an unfused input projection past 32 rows may run on W_ih's panels packed as it goes (1, the
+   default; AVX-512 build only) or must be OpenBLAS's sgemm (0): the same kind of switch. */
+void fastrnn_set_panel_input(int enabled);
+int fastrnn_panel_input(void);
 /* One core's L2 cache in bytes, as the system reports it (1 MB when it does not): the forward fuses its
    input projection with few rows only while the packed weights fit in half of it. */
 int64_t fastrnn_l2_cache_bytes(void);

@@ -31,6 +31,9 @@ constexpr int64_t kFusedInputL3Batch = 64;          // or this many when the wei
 // (panel_input_projection), where the micro-kernel has 24 accumulators (AVX-512). The AVX2 build, timed on
 // a Zen 4 against OpenBLAS's AVX-512 sgemm, was 0.93-1.07x; not measured on an AVX2 machine, so it keeps sgemm.
 constexpr bool kPanelInputProjection = kAccumulators >= 24;
+// and up to this many rows: measured faster at 100-800 rows (1.03-1.11x), slower at 6400 (B = 64, T = 100,
+// D = H = 512, unfused: 1.06-1.16x sgemm's time, where OpenBLAS's blocking of the rows pays off)
+constexpr int64_t kPanelInputMaxRows = 1024;
 
 template <typename T, class Cell> struct ForwardLoop {
     typedef vec_t<T> V;
@@ -281,7 +284,7 @@ template <typename T, class Cell> int layer_forward(const fastrnn_forward_args &
                                (B >= kFusedInputL3Batch || fused_bytes <= 0.5 * (double)fastrnn_l2_cache_bytes())));
 
     const bool panel_input = kPanelInputProjection && !fused_input && !prepacked && !tokens && !direct &&
-                             T_steps * B > kRowDotMaxRows;
+                             T_steps * B > kRowDotMaxRows && T_steps * B <= kPanelInputMaxRows && fastrnn_panel_input();
     RowOrder order;
     Buffer<T> panels, in_panels, proj_panels, bias_x, bias_hn, h_state, c_state, h_raw, scratch_gates, hh;
     if (!order.build(a.lengths, T_steps, B) ||

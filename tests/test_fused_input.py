@@ -22,28 +22,36 @@ DTYPES = (np.float32, np.float64)
 
 
 @contextlib.contextmanager
-def input_projection(fused):
-    """The forward's input projection fused (True) or one GEMM (False) inside the block; fused after it."""
+def input_projection(fused, panels=True):
+    """The forward's input projection fused (True) or one product before the loop (False) inside the
+    block, past 32 rows on W_ih's panels (panels=True, AVX-512 build) or by OpenBLAS; the defaults after it."""
     _kernels.set_fused_input(fused)
+    _kernels.set_panel_input(panels)
     try:
         yield
     finally:
         _kernels.set_fused_input(True)
+        _kernels.set_panel_input(True)
 
 
-@pytest.fixture
-def gemm_input():
-    """The input projection as one GEMM before the loop, for the length of a test."""
-    assert _kernels.fused_input()  # the default
-    with input_projection(False):
+WAYS = {"fused": dict(fused=True), "panels": dict(fused=False), "blas": dict(fused=False, panels=False)}
+
+
+@pytest.fixture(params=["panels", "blas"])
+def gemm_input(request):
+    """The input projection as one product before the loop (W_ih's panels, or OpenBLAS), for a test."""
+    assert _kernels.fused_input() and _kernels.panel_input()  # the defaults
+    with input_projection(**WAYS[request.param]):
         yield
 
 
 def test_switch_round_trips():
-    assert _kernels.fused_input()
+    assert _kernels.fused_input() and _kernels.panel_input()
     with input_projection(False):
-        assert not _kernels.fused_input()
-    assert _kernels.fused_input()
+        assert not _kernels.fused_input() and _kernels.panel_input()
+    with input_projection(False, panels=False):
+        assert not _kernels.fused_input() and not _kernels.panel_input()
+    assert _kernels.fused_input() and _kernels.panel_input()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -65,8 +73,9 @@ def test_gemm_input_lstm_proj_size(case, gemm_input):
     _compare("lstm", np.float64, 2, *shape, seed=list(PROJ_CASES).index(case), proj_size=proj, **kwargs)
 
 
-def _run_both_ways(mode, dtype, T, B, IN, H, threads, **kwargs):
-    """forward + backward (and a no_grad forward) with the fused and the GEMM input projection."""
+def _run_both_ways(mode, dtype, T, B, IN, H, threads, unfused="panels", **kwargs):
+    """forward + backward (and a no_grad forward) with the fused input projection and the unfused one
+    (WAYS[unfused])."""
     rng = np.random.default_rng(11)
     use_lengths = kwargs.pop("use_lengths", False)
     layer = make_layer(fastrnn, mode, IN, H, dtype=dtype, seed=6, **kwargs)
@@ -75,8 +84,8 @@ def _run_both_ways(mode, dtype, T, B, IN, H, threads, **kwargs):
     lengths = make_lengths(rng, B, T) if use_lengths else None
     dy, dhn = loss_grads(rng, layer, T, B)
     results = []
-    for fused in (True, False):
-        with input_projection(fused), num_threads(threads):
+    for way in ("fused", unfused):
+        with input_projection(**WAYS[way]), num_threads(threads):
             out = forward_backward(layer, x, hx, lengths, dy, dhn)
             with fastrnn.no_grad():
                 out["y_no_grad"] = np.array(layer.forward(x, hx, lengths)[0])
@@ -92,12 +101,13 @@ BOTH_WAYS = {  # (T, B, IN, H, layer kwargs)
 }
 
 
+@pytest.mark.parametrize("unfused", ["panels", "blas"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", list(BOTH_WAYS))
 @pytest.mark.parametrize("mode", MODES)
-def test_fused_and_gemm_input_agree(mode, shape, dtype):
+def test_fused_and_gemm_input_agree(mode, shape, dtype, unfused):
     T, B, IN, H, kwargs = BOTH_WAYS[shape]
-    fused, gemm = _run_both_ways(mode, dtype, T, B, IN, H, 2, **dict(kwargs))
+    fused, gemm = _run_both_ways(mode, dtype, T, B, IN, H, 2, unfused, **dict(kwargs))
     assert_all_close(fused, gemm, context=f"{mode} {shape}", **TOL[dtype])
     # the tape the fused forward recorded gives the same inference output as no tape
     np.testing.assert_allclose(fused["y_no_grad"], fused["y"], **TOL[dtype])
@@ -111,16 +121,16 @@ def test_panel_input_projection_gives_the_fused_bits(mode, shape, dtype):
     summing each output in the same order: the same bits, gradients included. The AVX2 and baseline builds
     use OpenBLAS's sgemm there, which agrees to rounding."""
     T, B, IN, H, kwargs = BOTH_WAYS[shape]
-    fused, unfused = _run_both_ways(mode, dtype, T, B, IN, H, 2, **dict(kwargs))
+    fused, unfused = _run_both_ways(mode, dtype, T, B, IN, H, 2, "panels", **dict(kwargs))
     if _kernels.isa() == "avx512":
         assert_all_equal(unfused, fused, context=f"{mode} {shape}")
     else:
         assert_all_close(fused, unfused, context=f"{mode} {shape}", **TOL[dtype])
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "gemm"])
+@pytest.mark.parametrize("way", list(WAYS))
 @pytest.mark.parametrize("mode", MODES)
-def test_each_way_bit_identical_across_thread_counts(mode, fused):
+def test_each_way_bit_identical_across_thread_counts(mode, way):
     T, B, IN, H = 10, 33, 40, 70
     rng = np.random.default_rng(3)
     layer = make_layer(fastrnn, mode, IN, H, dtype=np.float32, seed=8, bidirectional=True)
@@ -130,6 +140,6 @@ def test_each_way_bit_identical_across_thread_counts(mode, fused):
     dy, dhn = loss_grads(rng, layer, T, B)
     outs = []
     for n in (1, 2):
-        with input_projection(fused), num_threads(n):
+        with input_projection(**WAYS[way]), num_threads(n):
             outs.append(forward_backward(layer, x, hx, lengths, dy, dhn))
-    assert_all_equal(outs[1], outs[0], context=f"{mode} fused={fused}")
+    assert_all_equal(outs[1], outs[0], context=f"{mode} {way}")

@@ -128,6 +128,8 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_has_openmp()
     void fastrnn_set_fused_input(int enabled)
     int fastrnn_fused_input()
+    void fastrnn_set_panel_input(int enabled)
+    int fastrnn_panel_input()
     int64_t fastrnn_l2_cache_bytes()
     int FASTRNN_OK, FASTRNN_ERR_NOMEM
 
@@ -162,6 +164,17 @@ def set_fused_input(bint enabled):
 
 def fused_input():
     return bool(fastrnn_fused_input())
+
+
+def set_panel_input(bint enabled):
+    """Let an unfused input projection past 32 rows run on W_ih's panels, packed as it goes (True, the
+    default; the AVX-512 build only), or make it OpenBLAS's sgemm (False). Process-wide; for tests and the
+    GEMM ablation benchmark."""
+    fastrnn_set_panel_input(enabled)
+
+
+def panel_input():
+    return bool(fastrnn_panel_input())
 
 
 def l2_cache_bytes():
