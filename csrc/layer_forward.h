@@ -32,7 +32,8 @@ constexpr int64_t kFusedInputL3Batch = 64;          // or this many when the wei
 // a Zen 4 against OpenBLAS's AVX-512 sgemm, was 0.93-1.07x; not measured on an AVX2 machine, so it keeps sgemm.
 constexpr bool kPanelInputProjection = kAccumulators >= 24;
 // and up to this many rows: measured faster at 100-800 rows (1.03-1.11x), slower at 6400 (B = 64, T = 100,
-// D = H = 512, unfused: 1.06-1.16x sgemm's time, where OpenBLAS's blocking of the rows pays off)
+// D = H = 512, unfused: 1.06-1.16x sgemm's time, where OpenBLAS's blocking of the rows pays off). Passes
+// over 1008 rows at a time only tied sgemm there (0.87-1.01x) and lost at D = 128 (1.07-1.14x).
 constexpr int64_t kPanelInputMaxRows = 1024;
 
 template <typename T, class Cell> struct ForwardLoop {
