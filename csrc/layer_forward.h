@@ -76,8 +76,18 @@ template <typename T, class Cell> struct ForwardLoop {
     template <int R> void cell_block(int64_t s, const int64_t *rows, int64_t p) const {
         const int L = Simd<T>::lanes;
         const T *h_in = h_state[s & 1];
-        V acc[R][G * U];
-        if (direct) {
+        V acc[R][G * U], x_acc[R][G * U];
+        // fused, with few rows: both products in one pass (twice the chains of multiply-adds, same bits)
+        constexpr bool pair = 2 * R * G * U <= kAccumulators;
+        if (fused_input && pair) {  // (fused_input is never direct)
+            const T *a[R], *xa[R];
+            for (int r = 0; r < R; ++r) {
+                a[r] = h_in + rows[r] * P;
+                xa[r] = x + (time_of(s, rows[r]) * B + rows[r]) * I;
+            }
+            panel_product_pair<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc, xa, I,
+                                            in_panels + p * row_panel_size<T, U>(G, I), x_acc);
+        } else if (direct) {
             for (int r = 0; r < R; ++r)
                 for (int g = 0; g < G; ++g)
                     for (int u = 0; u < U; ++u) {
@@ -89,8 +99,7 @@ template <typename T, class Cell> struct ForwardLoop {
             for (int r = 0; r < R; ++r) a[r] = h_in + rows[r] * P;
             panel_product<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc);
         }
-        V x_acc[R][G * U];
-        if (fused_input) {
+        if (fused_input && !pair) {
             const T *a[R];
             for (int r = 0; r < R; ++r) a[r] = x + (time_of(s, rows[r]) * B + rows[r]) * I;
             panel_product<T, R, G * U>(a, I, in_panels + p * row_panel_size<T, U>(G, I), x_acc);

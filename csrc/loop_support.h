@@ -5,11 +5,13 @@
 // a dozen small buffers per call, and glibc's aligned_alloc, which its per-thread cache never serves,
 // took about a third of a call with tiny weights (perf). Blocks come in power-of-two sizes from 64 bytes
 // to kMaxBytes, at most kPerClass of each kept; bigger ones go straight to the system (the work that
-// needs them dwarfs an allocation).
+// needs them dwarfs an allocation). A streaming step of an RNN with 8 units holds 13 blocks of 64 bytes at
+// once: with 8 kept per class, 5 of them went to glibc on every call (Zen 5, 1 thread: 1.10 -> 0.96 us a
+// call with 32 kept).
 struct BlockCache {
     static constexpr int kClasses = 11;  // 64 B << 0 .. 64 B << 10 = 64 KB
     static constexpr size_t kMaxBytes = (size_t)64 << (kClasses - 1);
-    static constexpr int kPerClass = 8;
+    static constexpr int kPerClass = 32;
     void *blocks[kClasses][kPerClass];
     int count[kClasses] = {};
 

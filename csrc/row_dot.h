@@ -24,6 +24,15 @@ constexpr double kRowDotStreamBytes = 1 << 21;     // a W of this size or more i
 // 1 thread: 1 x (2048 x 512) 107-114 us with one chain, 82-103 with 2, 69-91 with 4, 100-210 with all 8;
 // 1 x (4096 x 512) 235, 178, 156-190, 427).
 constexpr int kByRowStreams = FASTRNN_VEC_BYTES == 64 ? 1 : 4;
+// AVX-512: a one-row block with W under kRowDotStreamBytes is read row after row as well, with x held in
+// registers kByRowChunk vectors at a time (row_dot_block, CHUNKED). Zen 5, 1 thread, two products of one row
+// against W, against the interleaved loop: 512 x 128 4.9 -> 3.9 us, 128 x 128 1.15 -> 0.92, 768 x 256
+// 17.0 -> 14.2 (k = 64 or 72, less than a chunk: 0.98x); a streaming LSTM step (128 units) 6.2 -> 5.6 us.
+// Past 2 MB the chunks were faster alone (2048 x 512 from L3: 1.06-1.08x) but slower inside the layer's
+// gemv steps (db-b1 LSTM 1.38 -> 1.55 ms), so W is streamed there as above. The AVX2 build timed on the same
+// Zen 5 was 0.88-1.24x with 2, 4 or 8 vectors of x, so it keeps the choices measured on Zen 3.
+constexpr bool kByRowChunked = FASTRNN_VEC_BYTES == 64;
+constexpr int kByRowChunk = 8;
 
 // Lane l of butterfly round with blocks of W lanes: before the round a vector holds L / W accumulators'
 // partial sums, W lanes each; the round adds lane o and lane o + W/2 of every block (LOW picks the first,
@@ -63,9 +72,11 @@ template <typename T> inline vec_t<T> lane_sums(vec_t<T> *acc) {
 // BY_ROW (one row of X, FULL): W's N rows are read one after the other rather than a vector of each in
 // turn. Each accumulator sees the same products in the same order, so the bits are the same; a W beyond
 // L2 streams faster in one sequence than in N interleaved ones (1 x (2048 x 512), 4 MB from L3: 51 ->
-// 45 us; 1 x (4096 x 1024), 16 MB: 355 -> 235 us), while a W in L2 is read faster interleaved
-// (1 x (512 x 128): 2.4 us against 3.0; the two tie near 1.5 MB).
-template <typename T, int R, int N, bool FULL, bool BY_ROW = false>
+// 45 us; 1 x (4096 x 1024), 16 MB: 355 -> 235 us), while a W in L2 was read faster interleaved on a Zen 4
+// (1 x (512 x 128): 2.4 us against 3.0; the two tie near 1.5 MB). With kByRowChunk vectors of x held in
+// registers the rows are read one after the other across each chunk of k, and x is loaded once per chunk
+// rather than once per vector of W (CHUNKED): on AVX-512 that beats the interleaved loop in L2 (above).
+template <typename T, int R, int N, bool FULL, bool BY_ROW = false, bool CHUNKED = false>
 inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t ldw, int cols, int64_t k, T *y,
                           int64_t ldy) {
     typedef vec_t<T> V;
@@ -76,7 +87,25 @@ inline void row_dot_block(const T *x, int64_t ldx, int rows, const T *w, int64_t
 #pragma GCC unroll 64
     for (int a = 0; a < A; ++a) acc[a] = V{};
     const int64_t full = k / L * L;
-    if constexpr (BY_ROW) {
+    if constexpr (BY_ROW && CHUNKED) {
+        static_assert(R == 1 && FULL, "row after row: one row of X, a full block");
+        constexpr int XV = kByRowChunk;
+        int64_t i0 = 0;
+        for (; i0 + XV * L <= full; i0 += XV * L) {
+            V xv[XV];
+#pragma GCC unroll 16
+            for (int v = 0; v < XV; ++v) xv[v] = load(x + i0 + v * L);
+#pragma GCC unroll 16
+            for (int c = 0; c < N; ++c)
+#pragma GCC unroll 16
+                for (int v = 0; v < XV; ++v) acc[c] = vfma(xv[v], load(w + c * ldw + i0 + v * L), acc[c]);
+        }
+        for (int64_t i = i0; i < full; i += L) {  // the last full vectors, fewer than a chunk
+            const V xv = load(x + i);
+#pragma GCC unroll 16
+            for (int c = 0; c < N; ++c) acc[c] = vfma(xv, load(w + c * ldw + i), acc[c]);
+        }
+    } else if constexpr (BY_ROW) {
         constexpr int S = N < kByRowStreams ? N : kByRowStreams;
         static_assert(R == 1 && FULL && N % S == 0, "row after row: one row of X, a full block");
 #pragma GCC unroll 16
@@ -150,7 +179,8 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
     constexpr int L = Simd<T>::lanes, RB = 4, NB = kAccumulators >= 16 ? 4 : 2;
     if (m <= 0 || n <= 0) return;
     const int64_t tile = shape_tile(n, 64), n_tiles = (n + tile - 1) / tile;
-    const bool by_row = (double)n * (double)k * sizeof(T) >= kRowDotStreamBytes;  // by shape: same bits either way
+    const bool streamed = (double)n * (double)k * sizeof(T) >= kRowDotStreamBytes;  // same bits either way
+    const bool chunked = kByRowChunked && !streamed, by_row = chunked || streamed;
     auto run_tile = [&](int64_t t) {
         const int64_t end = (t + 1) * tile < n ? (t + 1) * tile : n;
         int64_t i0 = 0;
@@ -170,7 +200,8 @@ void row_dot_product(int64_t m, int64_t n, int64_t k, const T *x, int64_t ldx, c
                 const int cols = (int)(end - j < L ? end - j : L);
                 const T *xi = x + i0 * ldx, *wj = w + j * ldw;
                 T *out = y + i0 * ldy + j;
-                if (cols == L && by_row) row_dot_block<T, 1, L, true, true>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
+                if (cols == L && chunked) row_dot_block<T, 1, L, true, true, true>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
+                else if (cols == L && by_row) row_dot_block<T, 1, L, true, true>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
                 else row_dot_any<T, 1, L>(xi, ldx, 1, wj, ldw, cols, k, out, ldy);
             }
     };

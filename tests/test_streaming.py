@@ -445,6 +445,24 @@ def test_call_shortcut_follows_attribute_changes():
         assert layer._shortcut is None  # a batch_first layer has no C step
 
 
+def test_call_shortcut_reads_params_of_any_mapping(monkeypatch):
+    """The step in C reads ``params`` with the dict's own lookup; ``params`` replaced by a mapping that is not
+    a dict goes through forward instead, with the same result."""
+    import types
+
+    layer = fastrnn.GRU(5, 7, seed=3)
+    x = np.ones((1, 1, 5), np.float32)
+    with fastrnn.no_grad():
+        expected = layer(x)[0]
+        calls = forward_calls(monkeypatch)
+        layer.params = types.MappingProxyType(dict(layer.params))
+        np.testing.assert_array_equal(layer(x)[0], expected)
+        assert calls == [1]
+        layer.params = dict(layer.params)  # a plain dict: the shortcut again
+        np.testing.assert_array_equal(layer(x)[0], expected)
+        assert calls == [1] and layer._shortcut is not None
+
+
 def test_call_shortcut_holds_the_layer_lock(monkeypatch):
     """Forward and backward of one layer run one at a time (_layer.RecurrentLayer._lock): so does a step.
     Another thread holds the layer's lock while this one makes a shortcut call: the call ends only after
