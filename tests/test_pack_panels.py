@@ -15,7 +15,7 @@ SOURCE = pathlib.Path(__file__).resolve().parent / "native" / "pack_panels_check
 
 @pytest.mark.parametrize("vector_bytes", sorted(VECTOR_WIDTH_FLAGS))
 def test_packed_panels_match_layout(vector_bytes, tmp_path):
-    assert "0 mismatched" in run_native_check(SOURCE, vector_bytes, tmp_path, ["-O2", "-std=c++17"])
+    assert " 0 mismatched" in run_native_check(SOURCE, vector_bytes, tmp_path, ["-O2", "-std=c++17"])
 
 
 PAIR_SOURCE = pathlib.Path(__file__).resolve().parent / "native" / "panel_pair_check.cpp"
