@@ -77,32 +77,26 @@ template <typename T, class Cell> struct ForwardLoop {
         const int L = Simd<T>::lanes;
         const T *h_in = h_state[s & 1];
         V acc[R][G * U], x_acc[R][G * U];
-        // fused, with few rows: both products in one pass (twice the chains of multiply-adds, same bits)
-        constexpr bool pair = 2 * R * G * U <= kAccumulators;
-        if (fused_input && pair) {  // (fused_input is never direct)
-            const T *a[R], *xa[R];
-            for (int r = 0; r < R; ++r) {
-                a[r] = h_in + rows[r] * P;
-                xa[r] = x + (time_of(s, rows[r]) * B + rows[r]) * I;
-            }
-            panel_product_pair<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc, xa, I,
-                                            in_panels + p * row_panel_size<T, U>(G, I), x_acc);
-        } else if (direct) {
+        const T *a[R], *xa[R];  // each row's h_{t-1}, and its x_t when fused
+        for (int r = 0; r < R; ++r) {
+            a[r] = h_in + rows[r] * P;
+            if (fused_input) xa[r] = x + (time_of(s, rows[r]) * B + rows[r]) * I;
+        }
+        const T *h_panel = direct ? nullptr : panels + p * row_panel_size<T, U>(G, P);
+        const T *x_panel = fused_input ? in_panels + p * row_panel_size<T, U>(G, I) : nullptr;
+        if (direct) {
             for (int r = 0; r < R; ++r)
                 for (int g = 0; g < G; ++g)
                     for (int u = 0; u < U; ++u) {
                         const int64_t j = (p * U + u) * L;
                         acc[r][g * U + u] = j < H ? load_n(hh + rows[r] * GH + g * H + j, (int)imin(L, H - j)) : V{};
                     }
+        } else if (fused_input && 2 * R * G * U <= kAccumulators) {
+            // few rows: both products in one pass (twice the chains of multiply-adds, the same bits)
+            panel_product_pair<T, R, G * U>(a, P, h_panel, acc, xa, I, x_panel, x_acc);
         } else {
-            const T *a[R];
-            for (int r = 0; r < R; ++r) a[r] = h_in + rows[r] * P;
-            panel_product<T, R, G * U>(a, P, panels + p * row_panel_size<T, U>(G, P), acc);
-        }
-        if (fused_input && !pair) {
-            const T *a[R];
-            for (int r = 0; r < R; ++r) a[r] = x + (time_of(s, rows[r]) * B + rows[r]) * I;
-            panel_product<T, R, G * U>(a, I, in_panels + p * row_panel_size<T, U>(G, I), x_acc);
+            panel_product<T, R, G * U>(a, P, h_panel, acc);
+            if (fused_input) panel_product<T, R, G * U>(xa, I, x_panel, x_acc);
         }
         for (int u = 0; u < U; ++u) {
             const int64_t j = (p * U + u) * L;

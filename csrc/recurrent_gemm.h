@@ -120,20 +120,14 @@ void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_thr
     }
 }
 
-// acc[r][n] = sum_k a_rows[r][k] * panel[k][n]   (R rows of A, NV vectors of panel columns)
-// Each output lane is summed in the same order (k ascending) whatever the blocking or thread, which
-// is what makes results bit-identical across thread counts.
+// acc[r][n] += sum over k in [k0, k1) of a[r][k] * panel[k][n], k ascending: the loop of panel_product and
+// of the longer product's tail in panel_product_pair (inlined into both, so acc stays in registers).
 template <typename T, int R, int NV>
-inline void panel_product(const T *const *a_rows, int64_t K, const T *panel, vec_t<T> (&out)[R][NV]) {
+__attribute__((always_inline)) inline void panel_accumulate(const T *const *a, int64_t k0, int64_t k1,
+                                                            const T *panel, vec_t<T> (&acc)[R][NV]) {
     typedef vec_t<T> V;
     const int L = Simd<T>::lanes;
-    V acc[R][NV];  // local, so the accumulators live in registers for the whole k loop
-    const T *a[R];
-    for (int r = 0; r < R; ++r) {
-        a[r] = a_rows[r];
-        for (int n = 0; n < NV; ++n) acc[r][n] = V{};
-    }
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
         const T *w_row = panel + k * NV * L;
         V w[NV];
         for (int n = 0; n < NV; ++n) w[n] = load(w_row + n * L);
@@ -142,6 +136,21 @@ inline void panel_product(const T *const *a_rows, int64_t K, const T *panel, vec
             for (int n = 0; n < NV; ++n) acc[r][n] += x * w[n];
         }
     }
+}
+
+// acc[r][n] = sum_k a_rows[r][k] * panel[k][n]   (R rows of A, NV vectors of panel columns)
+// Each output lane is summed in the same order (k ascending) whatever the blocking or thread, which
+// is what makes results bit-identical across thread counts.
+template <typename T, int R, int NV>
+inline void panel_product(const T *const *a_rows, int64_t K, const T *panel, vec_t<T> (&out)[R][NV]) {
+    typedef vec_t<T> V;
+    V acc[R][NV];  // local, so the accumulators live in registers for the whole k loop
+    const T *a[R];
+    for (int r = 0; r < R; ++r) {
+        a[r] = a_rows[r];
+        for (int n = 0; n < NV; ++n) acc[r][n] = V{};
+    }
+    panel_accumulate<T, R, NV>(a, 0, K, panel, acc);
     for (int r = 0; r < R; ++r)
         for (int n = 0; n < NV; ++n) out[r][n] = acc[r][n];
 }
@@ -178,22 +187,8 @@ inline void panel_product_pair(const T *const *a_rows, int64_t Ka, const T *pane
             }
         }
     }
-    for (int64_t k = K; k < Ka; ++k) {  // the longer of the two goes on alone
-        V w[NV];
-        for (int n = 0; n < NV; ++n) w[n] = load(panel_a + k * NV * L + n * L);
-        for (int r = 0; r < R; ++r) {
-            const V x = splat(a[r][k]);
-            for (int n = 0; n < NV; ++n) acc_a[r][n] += x * w[n];
-        }
-    }
-    for (int64_t k = K; k < Kb; ++k) {
-        V w[NV];
-        for (int n = 0; n < NV; ++n) w[n] = load(panel_b + k * NV * L + n * L);
-        for (int r = 0; r < R; ++r) {
-            const V x = splat(b[r][k]);
-            for (int n = 0; n < NV; ++n) acc_b[r][n] += x * w[n];
-        }
-    }
+    panel_accumulate<T, R, NV>(a, K, Ka, panel_a, acc_a);  // the longer of the two goes on alone
+    panel_accumulate<T, R, NV>(b, K, Kb, panel_b, acc_b);
     for (int r = 0; r < R; ++r)
         for (int n = 0; n < NV; ++n) {
             out_a[r][n] = acc_a[r][n];

@@ -17,6 +17,16 @@ cnp.import_array()
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object o, void *context)  # the instance's __dict__, no attribute lookup
 
+cdef object _MISSING = object()
+
+
+cdef inline object _dict_item(d, key):
+    """d[key] by the dict's own lookup (d a dict, subclasses included), or _MISSING: on a subclass of dict
+    (such as params, an OrderedDict subclass) ``[]`` goes through a Python-level __getitem__ call, about
+    60 ns, and the streaming step makes several a call."""
+    cdef PyObject *found = PyDict_GetItem(d, key)
+    return _MISSING if found is NULL else <object>found
+
 cdef extern from "fastrnn.h" nogil:
     ctypedef struct fastrnn_forward_args:
         int cell, dtype
@@ -625,33 +635,16 @@ cdef class StreamStep:
             h0, c0 = hx, None
         else:
             return None
-        cdef PyObject *found
         if self.weights is not None:
             w_ih, w_hh, b_ih, b_hh = self.weights
         else:
-            # the dict's own lookup: params (_layer._Arrays) subclasses OrderedDict, whose [] on a subclass
-            # goes through a Python-level __getitem__ call (about 60 ns each, 4 a step)
             if not PyDict_Check(params):
                 return None
-            found = PyDict_GetItem(params, self.k_ih)
-            if found is NULL:
+            w_ih, w_hh = _dict_item(params, self.k_ih), _dict_item(params, self.k_hh)
+            b_ih = None if self.k_bih is None else _dict_item(params, self.k_bih)
+            b_hh = None if self.k_bhh is None else _dict_item(params, self.k_bhh)
+            if w_ih is _MISSING or w_hh is _MISSING or b_ih is _MISSING or b_hh is _MISSING:
                 return None
-            w_ih = <object>found
-            found = PyDict_GetItem(params, self.k_hh)
-            if found is NULL:
-                return None
-            w_hh = <object>found
-            b_ih = b_hh = None
-            if self.k_bih is not None:
-                found = PyDict_GetItem(params, self.k_bih)
-                if found is NULL:
-                    return None
-                b_ih = <object>found
-            if self.k_bhh is not None:
-                found = PyDict_GetItem(params, self.k_bhh)
-                if found is NULL:
-                    return None
-                b_hh = <object>found
         cdef cnp.npy_intp y_shape[3]
         y_shape[0] = T
         y_shape[1] = B
@@ -762,25 +755,19 @@ cdef class LayerCall:
     itself: through attribute lookups they took about 0.2 us a call (8 units)."""
 
     def __call__(self, x, hx=None, lengths=None):
-        cdef PyObject *found
         if lengths is None and not _grad_state.enabled:
             d = PyObject_GenericGetDict(self, NULL)
-            found = PyDict_GetItem(d, "_shortcut")
-            if (found is not NULL and type(<object>found) is StreamStep and PyDict_GetItem(d, "forward") is NULL
-                    and PyDict_GetItem(d, "_fast_forward") is NULL):
-                step = <object>found
-                found = PyDict_GetItem(d, "_lock")
-                if found is NULL or type(<object>found) is not LayerLock:
+            step = _dict_item(d, "_shortcut")
+            if (type(step) is StreamStep and _dict_item(d, "forward") is _MISSING
+                    and _dict_item(d, "_fast_forward") is _MISSING):
+                lock = _dict_item(d, "_lock")
+                if type(lock) is not LayerLock:
                     return self.forward(x, hx, lengths)
-                lock = <object>found
-                found = PyDict_GetItem(d, "params")
-                params = None if found is NULL else <object>found
                 (<LayerLock>lock).take(True)
                 try:
-                    out = (<StreamStep>step).run(x, hx, params)
+                    out = (<StreamStep>step).run(x, hx, _dict_item(d, "params"))  # (not a dict: None back)
                     if out is not None:
-                        found = PyDict_GetItem(d, "_tape")
-                        if found is NULL or <object>found is not None:
+                        if _dict_item(d, "_tape") is not None:
                             PyDict_SetItem(d, "_tape", None)
                         return out
                 finally:

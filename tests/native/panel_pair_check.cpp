@@ -15,13 +15,7 @@ namespace {
 #include "recurrent_gemm.h"
 }
 
-static uint64_t state = 88172645463325252ull;
-static double uniform() {  // xorshift64: the same inputs on every run
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return (double)(state >> 11) / 9007199254740992.0 - 0.5;
-}
+#include "check_random.h"  // uniform(): the same inputs on every run
 
 template <typename T> T *random_array(int64_t n) {
     T *a = (T *)aligned_alloc(64, (sizeof(T) * n + 63) / 64 * 64);

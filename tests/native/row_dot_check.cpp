@@ -23,13 +23,7 @@ namespace {
 #include "row_dot.h"
 }
 
-static uint64_t state = 88172645463325252ull;
-static double uniform() {  // xorshift64: the same inputs on every run
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return (double)(state >> 11) / 9007199254740992.0 * 2.0 - 1.0;
-}
+#include "check_random.h"  // uniform(): the same inputs on every run
 
 template <typename T> int64_t check(int64_t m, int64_t n, int64_t k, int64_t pad) {
     const int64_t ldx = k + pad, ldw = k + 2 * pad, ldy = n + pad;
