@@ -11,7 +11,9 @@ Per (cell, shape, T), inference forward, five implementations (pytest-benchmark 
     blas_numpy   one BLAS GEMM for the input projection, then per step a BLAS GEMM h W_hh^T and the
                  gates as in-place NumPy ufuncs (benchmarks/_unfused.py; checked equal to fastrnn)
     blas_gemm    the same GEMMs without the gate math: the floor of any per-step-BLAS design
-T = 1 shows the per-call overhead (the streaming case), larger T the per-step cost. Both sides get
+T = 1 shows the per-call overhead (the streaming case), larger T the per-step cost.
+test_weight_gradients times a training step with the backward's weight gradients and dx on the kernels'
+own micro-kernel (fastrnn) and on OpenBLAS's sgemm (fastrnn_blas_gradients). Both sides get
 the same thread count (fastrnn's, and NumPy's BLAS; NumPy's ufuncs are single-threaded).
 """
 import numpy as np
@@ -85,4 +87,35 @@ def test_recurrent_step(benchmark, cell, shape, T, impl, threads, numpy_threads,
     benchmark.extra_info["flops"] = flops
     benchmark(run)
     if benchmark.stats:  # (None under --benchmark-disable)
+        benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9
+
+
+# The backward's products after the loop (csrc/weight_gradient.h): dW_ih, dW_hh and dx on the kernels' own
+# micro-kernel (the default: AVX-512 build, float32) against OpenBLAS's sgemm, in a whole training step
+# (forward + backward), with the same thread count. The other builds use sgemm either way.
+@pytest.mark.parametrize("impl", ["fastrnn", "fastrnn_blas_gradients"])
+@pytest.mark.parametrize("shape", ["medium", "large"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_gradients(benchmark, cell, shape, impl, threads, rng):
+    B, D, H = SHAPES[shape]
+    T = 100 if shape == "medium" else 50
+    layer = _layer(cell, D, H)
+    fastrnn.set_num_threads(threads)
+    x = rng.uniform(-1, 1, (T, B, D)).astype(np.float32)
+    dy = rng.uniform(-1, 1, (T, B, H)).astype(np.float32)
+
+    def step():
+        _kernels.set_panel_gradients(impl == "fastrnn")
+        try:
+            layer.zero_grad()
+            layer(x)
+            return layer.backward(dy)
+        finally:
+            _kernels.set_panel_gradients(True)
+
+    benchmark.group = f"weight gradients {cell} {shape} (T,B,D,H)=({T},{B},{D},{H}) t={threads}"
+    flops = Case(cell, "training", shape, T, B, D, H).flops
+    benchmark.extra_info["flops"] = flops
+    benchmark(step)
+    if benchmark.stats:
         benchmark.extra_info["gflops"] = flops / benchmark.stats.stats.median / 1e9

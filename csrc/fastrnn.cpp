@@ -140,6 +140,9 @@ int fastrnn_fused_input(void) { return fused_input_enabled.load(std::memory_orde
 static std::atomic<int> panel_input_enabled{1};
 void fastrnn_set_panel_input(int enabled) { panel_input_enabled.store(enabled != 0, std::memory_order_relaxed); }
 int fastrnn_panel_input(void) { return panel_input_enabled.load(std::memory_order_relaxed); }
+static std::atomic<int> panel_gradients_enabled{1};
+void fastrnn_set_panel_gradients(int enabled) { panel_gradients_enabled.store(enabled != 0, std::memory_order_relaxed); }
+int fastrnn_panel_gradients(void) { return panel_gradients_enabled.load(std::memory_order_relaxed); }
 
 int64_t fastrnn_l2_cache_bytes(void) {
     static const int64_t bytes = [] {

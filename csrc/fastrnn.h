@@ -165,6 +165,11 @@ int fastrnn_fused_input(void);
    default; AVX-512 build only) or must be OpenBLAS's sgemm (0): the same kind of switch. */
 void fastrnn_set_panel_input(int enabled);
 int fastrnn_panel_input(void);
+/* Whether the backward's weight gradients (dW = dG^T x, dG^T h) and dx = dG W_ih may run on the kernels'
+   own micro-kernel (1, the default; AVX-512 build, float32 only) or must be OpenBLAS's sgemm (0): the same kind
+   of switch. */
+void fastrnn_set_panel_gradients(int enabled);
+int fastrnn_panel_gradients(void);
 /* One core's L2 cache in bytes, as the system reports it (1 MB when it does not): the forward fuses its
    input projection with few rows only while the packed weights fit in half of it. */
 int64_t fastrnn_l2_cache_bytes(void);

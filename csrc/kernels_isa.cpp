@@ -13,6 +13,7 @@ namespace {
 #include "blas.h"
 #include "loop_support.h"
 #include "row_dot.h"
+#include "weight_gradient.h"
 #include "layer_forward.h"
 #include "layer_backward.h"
 #include "variant_layer.h"

@@ -145,6 +145,8 @@ cdef extern from "fastrnn.h" nogil:
     int fastrnn_fused_input()
     void fastrnn_set_panel_input(int enabled)
     int fastrnn_panel_input()
+    void fastrnn_set_panel_gradients(int enabled)
+    int fastrnn_panel_gradients()
     int64_t fastrnn_l2_cache_bytes()
     int FASTRNN_OK, FASTRNN_ERR_NOMEM
 
@@ -190,6 +192,17 @@ def set_panel_input(bint enabled):
 
 def panel_input():
     return bool(fastrnn_panel_input())
+
+
+def set_panel_gradients(bint enabled):
+    """Let the backward's weight gradients and dx run on the kernels' own micro-kernel (True, the default;
+    the AVX-512 build, float32) or make them OpenBLAS's sgemm (False). Process-wide; for tests and the
+    GEMM ablation benchmark."""
+    fastrnn_set_panel_gradients(enabled)
+
+
+def panel_gradients():
+    return bool(fastrnn_panel_gradients())
 
 
 def l2_cache_bytes():
