@@ -1,5 +1,7 @@
 // The large GEMMs (input projection, weight gradients, dx) go to OpenBLAS (scipy-openblas32: 32-bit
-// indices, symbols prefixed scipy_). The Python layer refuses sizes a 32-bit index cannot address.
+// indices, symbols prefixed scipy_), except where the kernels' own micro-kernel measured faster: the AVX-512
+// build's float32 input projection past 32 rows (layer_forward.h) and its weight gradients and dx
+// (weight_gradient.h). The Python layer refuses sizes a 32-bit index cannot address.
 // Row-major, C = alpha * op(A) op(B) + beta * C.
 //
 // OpenBLAS runs single-threaded (fastrnn.cpp sets it once): its own thread pool would spin against

@@ -99,11 +99,11 @@ template <typename T, int NB> inline int64_t column_panel_count(int64_t N) {
 }
 template <typename T, int NB> inline int64_t column_panel_size(int64_t K) { return K * NB * Simd<T>::lanes; }
 
-// IN w (K, N); OUT panels (column_panel_count * column_panel_size)
+// IN w (K, N) with row stride ldw (N when 0); OUT panels (column_panel_count * column_panel_size)
 // A copy by whole vectors: each weight row is read in order and its slices go to the panels (one output
 // stream per panel). Threads share the rows out for big matrices (a copy: no effect on the bits).
 template <typename T, int NB>
-void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_threads = 1) {
+void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_threads = 1, int64_t ldw = 0) {
     typedef vec_t<T> V;
     const int L = Simd<T>::lanes;
     const int64_t width = NB * L;
@@ -111,7 +111,7 @@ void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_thr
     const int64_t full = N / L;  // vectors of the row that lie inside N
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && K * N >= kParallelPackElements)
     for (int64_t k = 0; k < K; ++k) {
-        const T *src = w + k * N;
+        const T *src = w + k * (ldw ? ldw : N);
         for (int64_t v = 0; v < count * NB; ++v) {  // vector v of the row: panel v / NB, slot v % NB
             T *dst = panels + (v / NB) * size + k * width + (v % NB) * L;
             const int64_t c = v * L;
@@ -120,9 +120,10 @@ void pack_column_panels(T *panels, const T *w, int64_t K, int64_t N, int num_thr
     }
 }
 
-// acc[r][n] += sum over k in [k0, k1) of a[r][k] * panel[k][n], k ascending: the loop of panel_product and
-// of the longer product's tail in panel_product_pair (inlined into both, so acc stays in registers).
-template <typename T, int R, int NV>
+// acc[r][n] += sum over k in [k0, k1) of a[r][k * AS] * panel[k][n], k ascending: the loop of panel_product,
+// of the longer product's tail in panel_product_pair (inlined into both, so acc stays in registers) and, with
+// AS > 1 (A packed [k][AS]), of the weight gradients (weight_gradient.h).
+template <typename T, int R, int NV, int AS = 1>
 __attribute__((always_inline)) inline void panel_accumulate(const T *const *a, int64_t k0, int64_t k1,
                                                             const T *panel, vec_t<T> (&acc)[R][NV]) {
     typedef vec_t<T> V;
@@ -132,7 +133,7 @@ __attribute__((always_inline)) inline void panel_accumulate(const T *const *a, i
         V w[NV];
         for (int n = 0; n < NV; ++n) w[n] = load(w_row + n * L);
         for (int r = 0; r < R; ++r) {
-            const V x = splat(a[r][k]);
+            const V x = splat(a[r][k * AS]);
             for (int n = 0; n < NV; ++n) acc[r][n] += x * w[n];
         }
     }

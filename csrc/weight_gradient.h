@@ -17,39 +17,14 @@
 constexpr int kGradVectors = 4;                           // columns of C per block: 4 vectors
 constexpr int kGradRows = kAccumulators / kGradVectors;   // rows of C per block: 6 (AVX-512), 3 (AVX2)
 constexpr int kGradRowStride = (kGradRows + 7) / 8 * 8;  // packed A: R values per k in slots of 8 (32 bytes: no store crosses a line)
-constexpr int64_t kGradChunk = 128;                       // rows k per chunk: a chunk of B (128 x 64 floats) stays in L1
-constexpr int64_t kGradPanelRows = 64 * kGradRows;        // columns of A packed at a time (rows of C): 256 KB of L2
+// Rows k per chunk: 128, so a block of B's chunk (128 x 64 floats) stays in L1, while C fits in half the L2;
+// a bigger C goes through the cache once per chunk, so it gets chunks of 512 (DeepBench's training LSTM,
+// C 16 MB, K = 800, 1 thread: 0.96x sgemm's time with 128). A is packed kGradPackedA values at a time (256 KB).
+constexpr int64_t kGradChunk = 128, kGradBigChunk = 512, kGradPackedA = 1 << 16;
+constexpr int64_t kGradWeightChunk = 1024;  // dx: rows of W per chunk when W's panel outgrows half the L2
 
-// acc[r][n] += sum over k < kc of a_block[k][r] * b_chunk[k][n]: R rows of C from a packed block of A's
-// columns against a packed chunk of B.
-template <typename T, int R, int NV>
-inline void transposed_accumulate(const T *a_block, int64_t kc, const T *b_chunk, vec_t<T> (&acc)[R][NV]) {
-    typedef vec_t<T> V;
-    const int L = Simd<T>::lanes;
-    for (int64_t k = 0; k < kc; ++k) {
-        const T *w_row = b_chunk + k * NV * L, *a_row = a_block + k * kGradRowStride;
-        V w[NV];
-        for (int n = 0; n < NV; ++n) w[n] = load(w_row + n * L);
-        for (int r = 0; r < R; ++r) {
-            const V x = splat(a_row[r]);
-            for (int n = 0; n < NV; ++n) acc[r][n] += x * w[n];
-        }
-    }
-}
-
-// out[k][0 .. width) = b[k * ldb + n0 + 0 .. width) for k < kc, zeros past column N.
-template <typename T>
-void pack_column_chunk(T *out, const T *b, int64_t ldb, int64_t kc, int64_t n0, int64_t N, int width) {
-    const int L = Simd<T>::lanes;
-    for (int64_t k = 0; k < kc; ++k)
-        for (int v = 0; v < width; v += L) {
-            const int64_t c = n0 + v;
-            store(out + k * width + v, c + L <= N ? load(b + k * ldb + c) : c < N ? load_n(b + k * ldb + c, (int)(N - c)) : vec_t<T>{});
-        }
-}
-
-// Columns i0 .. i1 of a (kc rows, stride lda) as blocks of R columns: block j at out + j * kc * R, [k][r],
-// zeros past i1 (a last, partial block).
+// Columns i0 .. i1 of a (kc rows, stride lda) as blocks of R columns: block j at out + j * kc * S, [k][S] with
+// the first R slots used (zeros past i1: a last, partial block).
 template <typename T, int R, int S>
 void pack_row_block_chunk(T *out, const T *a, int64_t lda, int64_t kc, int64_t i0, int64_t i1) {
     for (int64_t k0 = 0; k0 < kc; k0 += 16) {  // 16 rows of A at a time stay in L1 while every block takes its part
@@ -72,17 +47,20 @@ void pack_row_block_chunk(T *out, const T *a, int64_t lda, int64_t kc, int64_t i
 
 // IN a (K, M) with row stride lda, b (K, N) with row stride ldb; IN/OUT c (M, N) with row stride ldc:
 // c += a^T b. Threads share C's row blocks out in contiguous runs. For each chunk of kc rows k, a thread
-// packs its columns of A (kGradPanelRows at a time, so the packed block stays in L2) and, for each
-// block of C's columns, that block of B; every element of C gets the chunk's sum added, chunks in order.
+// packs B's columns by whole vectors (pack_column_panels: kc x 64 per block of C's columns) and its columns
+// of A (kGradPackedA values at a time, so the packed block stays in L2); every element of C gets the chunk's sum
+// added, chunks in order.
 template <typename T>
 int transposed_product_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t lda, const T *b, int64_t ldb, T *c,
                            int64_t ldc, int num_threads) {
-    constexpr int R = kGradRows, NV = kGradVectors;
+    constexpr int R = kGradRows, NV = kGradVectors, S = kGradRowStride;
     const int L = Simd<T>::lanes, width = NV * L;
     if (M <= 0 || N <= 0 || K <= 0) return FASTRNN_OK;
-    const int64_t n_row_blocks = (M + R - 1) / R;
+    const int64_t n_row_blocks = (M + R - 1) / R, n_col_blocks = column_panel_count<T, NV>(N);
     const int nt = num_threads > 1 && n_row_blocks > 1 && 2.0 * (double)M * (double)N * (double)K >= 4e6 ? num_threads : 1;
-    const int64_t a_size = kGradChunk * kGradPanelRows / R * kGradRowStride, b_size = kGradChunk * width;
+    const int64_t chunk = (double)M * (double)N * sizeof(T) > 0.5 * (double)fastrnn_l2_cache_bytes() ? kGradBigChunk : kGradChunk;
+    const int64_t panel_rows = kGradPackedA / (chunk * S) * R;  // columns of A packed at a time
+    const int64_t a_size = chunk * panel_rows / R * S, b_size = n_col_blocks * chunk * width;
     Buffer<T> scratch;
     if (!scratch.allocate(nt * (a_size + b_size))) return FASTRNN_ERR_NOMEM;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -92,24 +70,25 @@ int transposed_product_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t 
         T *a_packed = scratch.data + tid * (a_size + b_size), *b_packed = a_packed + a_size;
         int64_t begin, end;
         thread_range(n_row_blocks, tid, nth, begin, end);
-        for (int64_t k0 = 0; k0 < K; k0 += kGradChunk) {
-            const int64_t kc = imin(kGradChunk, K - k0);
-            for (int64_t p0 = begin * R; p0 < end * R && p0 < M; p0 += kGradPanelRows) {
-                const int64_t p1 = imin(imin(p0 + kGradPanelRows, end * R), M);
-                pack_row_block_chunk<T, R, kGradRowStride>(a_packed, a + k0 * lda, lda, kc, p0, p1);
-                for (int64_t n0 = 0; n0 < N; n0 += width) {
-                    pack_column_chunk(b_packed, b + k0 * ldb, ldb, kc, n0, N, width);
+        for (int64_t k0 = 0; k0 < K && begin < end; k0 += chunk) {
+            const int64_t kc = imin(chunk, K - k0), i_end = imin(end * R, M);
+            pack_column_panels<T, NV>(b_packed, b + k0 * ldb, kc, N, 1, ldb);  // block q at q * kc * width
+            for (int64_t p0 = begin * R; p0 < i_end; p0 += panel_rows) {
+                const int64_t p1 = imin(p0 + panel_rows, i_end);
+                pack_row_block_chunk<T, R, S>(a_packed, a + k0 * lda, lda, kc, p0, p1);
+                for (int64_t q = 0; q < n_col_blocks; ++q)
                     for (int64_t i0 = p0; i0 < p1; i0 += R) {
+                        const T *a_block = a_packed + (i0 - p0) / R * kc * S, *rows[R];
+                        for (int r = 0; r < R; ++r) rows[r] = a_block + r;
                         vec_t<T> acc[R][NV] = {};
-                        transposed_accumulate<T, R, NV>(a_packed + (i0 - p0) / R * kc * kGradRowStride, kc, b_packed, acc);
+                        panel_accumulate<T, R, NV, S>(rows, 0, kc, b_packed + q * kc * width, acc);
                         for (int r = 0; r < R && i0 + r < p1; ++r)
-                            for (int n = 0; n < NV && n0 + n * L < N; ++n) {
-                                T *dst = c + (i0 + r) * ldc + n0 + n * L;
-                                const int nl = (int)imin(L, N - (n0 + n * L));
+                            for (int n = 0; n < NV && q * width + n * L < N; ++n) {
+                                T *dst = c + (i0 + r) * ldc + q * width + n * L;
+                                const int nl = (int)imin(L, N - (q * width + n * L));
                                 store_n(dst, load_n(dst, nl) + acc[r][n], nl);
                             }
                     }
-                }
             }
         }
     }
@@ -118,45 +97,60 @@ int transposed_product_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t 
 
 // IN a1 (K, M1) and a2 (K, M2) (a2 may be NULL, M2 = 0) with row strides lda1, lda2; w (M1 + M2, N) row-major;
 // OUT c (K, N) with row stride ldc: c = [a1 a2] w, or c += [a1 a2] w when accumulate.
-// W is packed by columns once (pack_column_panels); items are (column panel, block of rows), panel major.
+// Items are (column panel, block of rows), panel major, each thread keeping its items for every chunk of
+// W's rows; a thread packs each panel's chunk of W (pack_column_panels) when its items reach it, into a
+// buffer of its own that stays in L2 (a packed copy of all of W, 16 MB for DeepBench's training LSTM, was
+// a fresh mapping on every call: 4096 page faults).
 template <typename T>
 int rows_times_weight(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M1, const T *a2, int64_t lda2,
                       int64_t M2, const T *w, T *c, int64_t ldc, bool accumulate, int num_threads) {
     constexpr int R = kGradRows, NV = kGradVectors;
     const int L = Simd<T>::lanes;
     if (K <= 0 || N <= 0) return FASTRNN_OK;
-    const int64_t M = M1 + M2, n_panels = column_panel_count<T, NV>(N), panel_size = column_panel_size<T, NV>(M);
+    const int64_t M = M1 + M2, width = NV * L, n_panels = column_panel_count<T, NV>(N);
     const int64_t n_row_blocks = (K + R - 1) / R, n_items = n_panels * n_row_blocks;
     const int nt = num_threads > 1 && n_items > 1 && 2.0 * (double)M * (double)N * (double)K >= 4e6 ? num_threads : 1;
-    Buffer<T> panels;
-    if (!panels.allocate(n_panels * panel_size)) return FASTRNN_ERR_NOMEM;
-    pack_column_panels<T, NV>(panels.data, w, M, N, nt);
+    // W's panel for one block of columns is M x 64: past half the L2 it would come from the L3 for every
+    // block of rows, so the sum over W's rows goes in chunks (DeepBench's training LSTM: M = 4096, 1 MB).
+    const int64_t chunk = (double)M * width * sizeof(T) > 0.5 * (double)fastrnn_l2_cache_bytes() ? kGradWeightChunk : M;
+    Buffer<T> scratch;
+    if (!scratch.allocate(nt * chunk * width)) return FASTRNN_ERR_NOMEM;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int tid, nth;
         current_thread(tid, nth);
+        T *panel_chunk = scratch.data + tid * chunk * width;
         int64_t begin, end;
         thread_range(n_items, tid, nth, begin, end);
-        for (int64_t item = begin; item < end; ++item) {
-            const int64_t q = item / n_row_blocks, r0 = item % n_row_blocks * R;
-            const T *panel = panels.data + q * panel_size;
-            dispatch_rows<R>(imin(R, K - r0), [&](auto rows) {
-                constexpr int RR = decltype(rows)::value;
-                const T *p1[RR], *p2[RR];
-                for (int r = 0; r < RR; ++r) {
-                    p1[r] = a1 + (r0 + r) * lda1;
-                    p2[r] = a2 ? a2 + (r0 + r) * lda2 : nullptr;
+        for (int64_t k0 = 0; k0 < M; k0 += chunk) {  // chunks of W's rows, each summed into c in order
+            const int64_t k1 = imin(M, k0 + chunk);
+            const bool add = accumulate || k0 > 0;
+            int64_t packed = -1;
+            for (int64_t item = begin; item < end; ++item) {
+                const int64_t q = item / n_row_blocks, r0 = item % n_row_blocks * R;
+                if (q != packed) {  // rows k0 .. k1 of W, columns of panel q
+                    pack_column_panels<T, NV>(panel_chunk, w + k0 * N + q * width, k1 - k0, imin(width, N - q * width), 1, N);
+                    packed = q;
                 }
-                vec_t<T> acc[RR][NV] = {};
-                panel_accumulate<T, RR, NV>(p1, 0, M1, panel, acc);
-                if (M2 > 0) panel_accumulate<T, RR, NV>(p2, 0, M2, panel + M1 * NV * L, acc);
-                for (int r = 0; r < RR; ++r)
-                    for (int n = 0; n < NV && (q * NV + n) * L < N; ++n) {
-                        T *dst = c + (r0 + r) * ldc + (q * NV + n) * L;
-                        const int nl = (int)imin(L, N - (q * NV + n) * L);
-                        store_n(dst, accumulate ? load_n(dst, nl) + acc[r][n] : acc[r][n], nl);
+                dispatch_rows<R>(imin(R, K - r0), [&](auto rows) {
+                    constexpr int RR = decltype(rows)::value;
+                    const int64_t m = k0 > M1 ? k0 : imin(M1, k1);  // the chunk's rows k0 .. m of W are a1's, m .. k1 a2's
+                    const T *p1[RR], *p2[RR];
+                    for (int r = 0; r < RR; ++r) {
+                        p1[r] = a1 + (r0 + r) * lda1 + k0;
+                        p2[r] = k1 > m ? a2 + (r0 + r) * lda2 + (m - M1) : nullptr;
                     }
-            });
+                    vec_t<T> acc[RR][NV] = {};
+                    if (m > k0) panel_accumulate<T, RR, NV>(p1, 0, m - k0, panel_chunk, acc);
+                    if (k1 > m) panel_accumulate<T, RR, NV>(p2, 0, k1 - m, panel_chunk + (m - k0) * width, acc);
+                    for (int r = 0; r < RR; ++r)
+                        for (int n = 0; n < NV && (q * NV + n) * L < N; ++n) {
+                            T *dst = c + (r0 + r) * ldc + (q * NV + n) * L;
+                            const int nl = (int)imin(L, N - (q * NV + n) * L);
+                            store_n(dst, add ? load_n(dst, nl) + acc[r][n] : acc[r][n], nl);
+                        }
+                });
+            }
         }
     }
     return FASTRNN_OK;
@@ -165,15 +159,22 @@ int rows_times_weight(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M
 // The AVX2 build keeps sgemm: built for AVX2 (3 x 4 vectors) and timed on the Zen 5 against OpenBLAS's
 // Haswell kernels (OPENBLAS_CORETYPE=Haswell), 1 thread, dW ran 0.93-0.97x and dx 0.99-1.03x. float64 keeps
 // OpenBLAS's dgemm (not measured).
-template <typename T> inline bool panel_gradients() {
-    return kAccumulators >= 24 && std::is_same<T, float>::value && fastrnn_panel_gradients();
+// Products under kGradMinFlops, or with fewer than a block of columns (N < 4 vectors, e.g. the small rows'
+// 32 inputs), stay with sgemm: there the packing and the zero-padded columns cost more than they save
+// (1 thread, K = 800: N = 32 0.47-0.78x, M = N = 64 0.66-0.96x; from about 2e7 flops even: M = 192 or
+// 256 and N = 64, 0.91-1.15x). The small rows (50, 16, 32, 64) had run 0.82-0.87x slower at 1 thread with
+// every product here (LSTM 0.55x at 2).
+constexpr double kGradMinFlops = 2e7;
+template <typename T> inline bool panel_gradients(int64_t M, int64_t N, int64_t K) {
+    return kAccumulators >= 24 && std::is_same<T, float>::value && fastrnn_panel_gradients() &&
+           N >= kGradVectors * Simd<T>::lanes && 2.0 * (double)M * (double)N * (double)K >= kGradMinFlops;
 }
 
 // c (M, N) += a^T b: a weight gradient summed over all K rows.
 template <typename T>
 int weight_gradient_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t lda, const T *b, int64_t ldb, T *c,
                         int64_t ldc, int num_threads) {
-    if (panel_gradients<T>()) return transposed_product_add(M, N, K, a, lda, b, ldb, c, ldc, num_threads);
+    if (panel_gradients<T>(M, N, K)) return transposed_product_add(M, N, K, a, lda, b, ldb, c, ldc, num_threads);
     parallel_gemm(true, false, M, N, K, T(1), a, lda, b, ldb, T(1), c, ldc, num_threads);
     return FASTRNN_OK;
 }
@@ -182,7 +183,8 @@ int weight_gradient_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t lda
 template <typename T>
 int input_gradient(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M1, const T *a2, int64_t lda2, int64_t M2,
                    const T *w, T *c, int64_t ldc, bool accumulate, int num_threads) {
-    if (panel_gradients<T>()) return rows_times_weight(K, N, a1, lda1, M1, a2, lda2, M2, w, c, ldc, accumulate, num_threads);
+    if (panel_gradients<T>(M1 + M2, N, K))
+        return rows_times_weight(K, N, a1, lda1, M1, a2, lda2, M2, w, c, ldc, accumulate, num_threads);
     parallel_gemm(false, false, K, N, M1, T(1), a1, lda1, w, N, accumulate ? T(1) : T(0), c, ldc, num_threads);
     if (M2 > 0) parallel_gemm(false, false, K, N, M2, T(1), a2, lda2, w + M1 * N, N, T(1), c, ldc, num_threads);
     return FASTRNN_OK;

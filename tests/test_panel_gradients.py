@@ -3,7 +3,8 @@
 float32: the default) or OpenBLAS's sgemm (`_kernels.set_panel_gradients(False)`, and every other build).
 Both must agree with each other to rounding, and the micro-kernel way must stay bit-identical across
 thread counts. The shapes put row counts across the 128-row chunks, gate widths off the 6-row blocks and
-input/state widths off the 64-column blocks, and some are big enough for the products to be threaded.
+input/state widths off the 64-column blocks, all past the size from which the micro-kernel is used, and
+some big enough for the products to be threaded.
 """
 import contextlib
 
@@ -17,12 +18,14 @@ from _helpers import (MODES, assert_all_close, assert_all_equal, forward_backwar
                       make_lengths, num_threads, random_hx, random_x)
 from test_compiled_vs_reference import TOL
 
-SHAPES = {  # (T, B, IN, H, layer kwargs)
-    "chunks": (45, 7, 70, 37, {}),                # 315 rows: two full chunks of 128 and a part
-    "threaded": (20, 20, 130, 100, {}),           # 400 rows, products past the threading threshold
-    "ragged_bidir": (30, 13, 33, 20, {"bidirectional": True, "use_lengths": True}),
-    "stacked_batch_first": (9, 11, 5, 67, {"num_layers": 2, "batch_first": True}),
-    "one_input": (40, 6, 1, 8, {}),               # one input column: a 64-wide block with 63 zeros
+SHAPES = {  # (T, B, IN, H, layer kwargs); every product past csrc/weight_gradient.h's 2e7 flops
+    "chunks": (45, 20, 100, 130, {}),             # 900 rows: seven chunks of 128 and a part
+    "threaded": (20, 40, 130, 120, {}),           # products past the threading threshold
+    "ragged_bidir": (40, 40, 100, 140, {"bidirectional": True, "use_lengths": True}),
+    "stacked_batch_first": (30, 30, 70, 150, {"num_layers": 2, "batch_first": True}),
+    "big_c": (20, 40, 300, 200, {}),              # LSTM/GRU dW over half the L2: chunks of 512 rows (800 = 512 + 288)
+    "big_w": (10, 20, 70, 700, {}),               # dx: W's rows summed in chunks of 1024 (GRU: one straddles dr|dz and dn)
+    "one_input": (40, 6, 1, 8, {}),               # too small (and one input column): OpenBLAS either way
 }
 
 
@@ -65,9 +68,9 @@ def test_micro_kernel_and_blas_gradients_agree(mode, shape):
     assert_all_close(outs[True], outs[False], context=f"{mode} {shape}", **TOL[np.float32])
 
 
-@pytest.mark.parametrize("proj", [5, 33])
+@pytest.mark.parametrize("proj", [5, 70])
 def test_lstm_proj_size_gradients_agree(proj):
-    layer, args = _problem("lstm", 30, 9, 21, 70, seed=proj, proj_size=proj)
+    layer, args = _problem("lstm", 50, 30, 70, 100, seed=proj, proj_size=proj)
     outs = {}
     for enabled in (True, False):
         with panel_gradients(enabled):
@@ -77,7 +80,7 @@ def test_lstm_proj_size_gradients_agree(proj):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_micro_kernel_gradients_bit_identical_across_thread_counts(mode):
-    layer, args = _problem(mode, 24, 25, 130, 100, seed=4, bidirectional=True, use_lengths=True)
+    layer, args = _problem(mode, 40, 30, 130, 120, seed=4, bidirectional=True, use_lengths=True)
     outs = []
     for n in (1, 2, 3):
         with num_threads(n):
@@ -88,7 +91,7 @@ def test_micro_kernel_gradients_bit_identical_across_thread_counts(mode):
 
 def test_gradients_accumulate_across_backward_calls():
     """dW += dG^T x adds to what the parameter gradients already hold (no zero_grad between calls)."""
-    layer, (x, hx, lengths, dy, dhn) = _problem("gru", 40, 8, 70, 37, seed=9)
+    layer, (x, hx, lengths, dy, dhn) = _problem("gru", 40, 25, 70, 100, seed=9)
     layer.zero_grad()
     layer.forward(x, hx, lengths)
     layer.backward(dy, dhn)
