@@ -6,8 +6,9 @@
 //
 // Weight gradients: for each chunk of kc rows k, A's columns are packed R at a time ([k][R] in slots of 8)
 // and B's columns 4 vectors at a time ([k][64]), the 6 x 4 vector micro-kernel runs on the two, and each
-// element of C gets the chunk's sum added, chunks in ascending k. dx: W is packed by columns once and the
-// forward's panel_accumulate runs on dG's rows. Each element of C is computed by the same code in the same
+// element of C gets the chunk's sum added, chunks in ascending k. dx: each thread packs the column panels of W
+// its items need (a chunk of W's rows at a time) and the forward's panel_accumulate runs on dG's rows; both
+// are panel_accumulate's k loop. Each element of C is computed by the same code in the same
 // order whatever thread owns it: results are bit-identical for any thread count.
 // Against OpenBLAS's sgemm (SkylakeX kernels, which pack both operands of every call), Zen 5, alternating
 // runs: alone, 1 thread, dW 1.00-1.09x and dx 1.06-1.14x (RNN medium's shapes, K = 6400: OpenBLAS 146-186
