@@ -191,10 +191,8 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     T *dw_ih = (T *)a.dw_ih, *dx = (T *)a.dx;
     T beta_dx = a.accumulate_dx ? T(1) : T(0);
     const bool want_dx = a.dx != nullptr;  // NULL: the caller needs no input gradient (one GEMM saved)
-    if (weight_gradient_add(GH, P, rows, d_hh, GH, (const T *)a.h_prev, P, (T *)a.dw_hh, P, nt) != FASTRNN_OK ||
-        (projected && weight_gradient_add(P, H, rows, (const T *)dh_state.data, P, (const T *)h_raw.data, H,
-                                          (T *)a.dw_hr, H, nt) != FASTRNN_OK))
-        return FASTRNN_ERR_NOMEM;
+    weight_gradient_add(GH, P, rows, d_hh, GH, (const T *)a.h_prev, P, (T *)a.dw_hh, P, nt);
+    if (projected) weight_gradient_add(P, H, rows, (const T *)dh_state.data, P, (const T *)h_raw.data, H, (T *)a.dw_hr, H, nt);
     // db_hh and db_ih: d_hh's column sums, for both (all gates; the GRU's r and z) in one pass; the GRU's
     // n columns differ (db_hh from d_hh, db_ih from aux)
     const int64_t shared_cols = Cell::has_direct_path ? GH - H : GH;
@@ -226,10 +224,9 @@ template <typename T, class Cell, int NB> int layer_backward_blocked(const fastr
     // The GRU's input side: [dr, dz] shared with the recurrent side (the gates' first 2H columns), dn in aux.
     const int64_t H1 = Cell::has_direct_path ? GH - H : GH, H2 = GH - H1;
     const T *d_n = Cell::has_direct_path ? (const T *)a.aux : nullptr;
-    if (weight_gradient_add(H1, I, rows, d_hh, GH, x, I, dw_ih, I, nt) != FASTRNN_OK ||
-        (H2 > 0 && weight_gradient_add(H2, I, rows, d_n, H, x, I, dw_ih + H1 * I, I, nt) != FASTRNN_OK) ||
-        (want_dx && input_gradient(rows, I, d_hh, GH, H1, d_n, H, H2, w_ih, dx, I, beta_dx != T(0), nt) != FASTRNN_OK))
-        return FASTRNN_ERR_NOMEM;
+    weight_gradient_add(H1, I, rows, d_hh, GH, x, I, dw_ih, I, nt);
+    if (H2 > 0) weight_gradient_add(H2, I, rows, d_n, H, x, I, dw_ih + H1 * I, I, nt);
+    if (want_dx) input_gradient(rows, I, d_hh, GH, H1, d_n, H, H2, w_ih, dx, I, beta_dx != T(0), nt);
     if (want_dx && order.ragged) scatter_rows((T *)a.dx, dx, I, order, T_steps, B, a.accumulate_dx != 0);
     return FASTRNN_OK;
 }

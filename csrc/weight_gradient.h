@@ -12,8 +12,9 @@
 // order whatever thread owns it: results are bit-identical for any thread count.
 // Against OpenBLAS's sgemm (SkylakeX kernels, which pack both operands of every call), Zen 5, alternating
 // runs: alone, 1 thread, dW 1.00-1.09x and dx 1.06-1.14x (RNN medium's shapes, K = 6400: OpenBLAS 146-186
-// GF/s, these 155-202); 2 threads 1.05-1.16x and 1.09-1.27x. In a training step (forward + backward) the
-// three products are 30-40% of the time: 1 thread 1.01-1.04x (LSTM large 0.98-1.02x), 2 threads 1.03-1.06x.
+// GF/s, these 155-202); 2 threads 1.05-1.16x and 1.09-1.27x. In a training step (forward + backward), where
+// the three products are 30-40% of the time, alternating the two ways call by call: 1 thread 1.00-1.06x,
+// 2 threads 0.96-1.04x (medium, large and DeepBench's training rows).
 
 constexpr int kGradVectors = 4;                           // columns of C per block: 4 vectors
 constexpr int kGradRows = kAccumulators / kGradVectors;   // rows of C per block: 6 (AVX-512), 3 (AVX2)
@@ -171,22 +172,23 @@ template <typename T> inline bool panel_gradients(int64_t M, int64_t N, int64_t 
            N >= kGradVectors * Simd<T>::lanes && 2.0 * (double)M * (double)N * (double)K >= kGradMinFlops;
 }
 
-// c (M, N) += a^T b: a weight gradient summed over all K rows.
+// c (M, N) += a^T b: a weight gradient summed over all K rows. (The micro-kernel's scratch is allocated
+// before it writes anything, so when that fails sgemm does the product: these never fail.)
 template <typename T>
-int weight_gradient_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t lda, const T *b, int64_t ldb, T *c,
-                        int64_t ldc, int num_threads) {
-    if (panel_gradients<T>(M, N, K)) return transposed_product_add(M, N, K, a, lda, b, ldb, c, ldc, num_threads);
+void weight_gradient_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t lda, const T *b, int64_t ldb, T *c,
+                         int64_t ldc, int num_threads) {
+    if (panel_gradients<T>(M, N, K) && transposed_product_add(M, N, K, a, lda, b, ldb, c, ldc, num_threads) == FASTRNN_OK)
+        return;
     parallel_gemm(true, false, M, N, K, T(1), a, lda, b, ldb, T(1), c, ldc, num_threads);
-    return FASTRNN_OK;
 }
 
 // c (K, N) = [a1 a2] w, or c += [a1 a2] w when accumulate: the input gradient (a2: the GRU's dn, or NULL).
 template <typename T>
-int input_gradient(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M1, const T *a2, int64_t lda2, int64_t M2,
-                   const T *w, T *c, int64_t ldc, bool accumulate, int num_threads) {
-    if (panel_gradients<T>(M1 + M2, N, K))
-        return rows_times_weight(K, N, a1, lda1, M1, a2, lda2, M2, w, c, ldc, accumulate, num_threads);
+void input_gradient(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M1, const T *a2, int64_t lda2, int64_t M2,
+                    const T *w, T *c, int64_t ldc, bool accumulate, int num_threads) {
+    if (panel_gradients<T>(M1 + M2, N, K) &&
+        rows_times_weight(K, N, a1, lda1, M1, a2, lda2, M2, w, c, ldc, accumulate, num_threads) == FASTRNN_OK)
+        return;
     parallel_gemm(false, false, K, N, M1, T(1), a1, lda1, w, N, accumulate ? T(1) : T(0), c, ldc, num_threads);
     if (M2 > 0) parallel_gemm(false, false, K, N, M2, T(1), a2, lda2, w + M1 * N, N, T(1), c, ldc, num_threads);
-    return FASTRNN_OK;
 }
