@@ -39,12 +39,23 @@ void pack_row_block_chunk(T *out, const T *a, int64_t lda, int64_t kc, int64_t i
                 T *dst = out + (j * kc + k) * S;
                 if (i + S <= i1)  // S values at once (the slots past R take the next block's, unread)
                     __builtin_memcpy(dst, src, S * sizeof(T));
-                else if (i + R <= i1)
-                    for (int r = 0; r < R; ++r) dst[r] = src[r];
-                else
+                else  // the last block or two
                     for (int r = 0; r < R; ++r) dst[r] = i + r < i1 ? src[r] : T(0);
             }
     }
+}
+
+// c[r][col0 + n * L ..] for r < rows (the block's rows inside C) and the vectors inside N: acc[r][n], added
+// to what c holds when add (masked at the last column).
+template <typename T, int R, int NV>
+inline void store_block(T *c, int64_t ldc, int rows, int64_t col0, int64_t N, const vec_t<T> (&acc)[R][NV], bool add) {
+    const int L = Simd<T>::lanes;
+    for (int r = 0; r < rows; ++r)
+        for (int n = 0; n < NV && col0 + n * L < N; ++n) {
+            T *dst = c + r * ldc + col0 + n * L;
+            const int nl = (int)imin(L, N - (col0 + n * L));
+            store_n(dst, add ? load_n(dst, nl) + acc[r][n] : acc[r][n], nl);
+        }
 }
 
 // IN a (K, M) with row stride lda, b (K, N) with row stride ldb; IN/OUT c (M, N) with row stride ldc:
@@ -84,12 +95,7 @@ int transposed_product_add(int64_t M, int64_t N, int64_t K, const T *a, int64_t 
                         for (int r = 0; r < R; ++r) rows[r] = a_block + r;
                         vec_t<T> acc[R][NV] = {};
                         panel_accumulate<T, R, NV, S>(rows, 0, kc, b_packed + q * kc * width, acc);
-                        for (int r = 0; r < R && i0 + r < p1; ++r)
-                            for (int n = 0; n < NV && q * width + n * L < N; ++n) {
-                                T *dst = c + (i0 + r) * ldc + q * width + n * L;
-                                const int nl = (int)imin(L, N - (q * width + n * L));
-                                store_n(dst, load_n(dst, nl) + acc[r][n], nl);
-                            }
+                        store_block<T, R, NV>(c + i0 * ldc, ldc, (int)imin(R, p1 - i0), q * width, N, acc, true);
                     }
             }
         }
@@ -127,6 +133,7 @@ int rows_times_weight(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M
         for (int64_t k0 = 0; k0 < M; k0 += chunk) {  // chunks of W's rows, each summed into c in order
             const int64_t k1 = imin(M, k0 + chunk);
             const bool add = accumulate || k0 > 0;
+            const int64_t m = k0 > M1 ? k0 : imin(M1, k1);  // the chunk's rows k0 .. m of W are a1's, m .. k1 a2's
             int64_t packed = -1;
             for (int64_t item = begin; item < end; ++item) {
                 const int64_t q = item / n_row_blocks, r0 = item % n_row_blocks * R;
@@ -136,7 +143,6 @@ int rows_times_weight(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M
                 }
                 dispatch_rows<R>(imin(R, K - r0), [&](auto rows) {
                     constexpr int RR = decltype(rows)::value;
-                    const int64_t m = k0 > M1 ? k0 : imin(M1, k1);  // the chunk's rows k0 .. m of W are a1's, m .. k1 a2's
                     const T *p1[RR], *p2[RR];
                     for (int r = 0; r < RR; ++r) {
                         p1[r] = a1 + (r0 + r) * lda1 + k0;
@@ -145,12 +151,7 @@ int rows_times_weight(int64_t K, int64_t N, const T *a1, int64_t lda1, int64_t M
                     vec_t<T> acc[RR][NV] = {};
                     if (m > k0) panel_accumulate<T, RR, NV>(p1, 0, m - k0, panel_chunk, acc);
                     if (k1 > m) panel_accumulate<T, RR, NV>(p2, 0, k1 - m, panel_chunk + (m - k0) * width, acc);
-                    for (int r = 0; r < RR; ++r)
-                        for (int n = 0; n < NV && (q * NV + n) * L < N; ++n) {
-                            T *dst = c + (r0 + r) * ldc + (q * NV + n) * L;
-                            const int nl = (int)imin(L, N - (q * NV + n) * L);
-                            store_n(dst, add ? load_n(dst, nl) + acc[r][n] : acc[r][n], nl);
-                        }
+                    store_block<T, RR, NV>(c + r0 * ldc, ldc, RR, q * width, N, acc, add);
                 });
             }
         }
