@@ -44,6 +44,30 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
         if (Cell::has_direct_path) store_n(dh_carry + b * H + j, dh_direct, nl);
     }
 
+    // The lines that rows' cell units j0 .. j0 + NB*L (below n_units) read at step s - 1, the next one
+    // processed: dy's (dy_lines) and the tape's (cell_lines: the gates, aux, the GRU's h_prev). Written at
+    // the forward's step s - 1, long before, they come from memory past the medium size; prefetched during
+    // this item's product (panel_product_prefetching) the loop's cell work stops waiting on them. Zen 5,
+    // 1 thread, alternating runs: RNN medium's backward loop 6.05 -> 4.72 ms (4.14 without any cell work),
+    // large 10.3 -> 8.1; a training step RNN medium 1.03-1.05x, large 1.02-1.04x, GRU/LSTM medium 1.02-1.04x.
+    int next_step_lines(int64_t s, const int64_t *rows, int R, int64_t j0, int64_t n_units, bool dy_lines,
+                        bool cell_lines, const T **lines) const {
+        const int L = Simd<T>::lanes;
+        int n = 0;
+        for (int r = 0; r < R; ++r) {
+            const int64_t b = rows[r], t = time_of(s - 1, b), row = order->packed(t, b);
+            for (int64_t j = j0; j < j0 + NB * L && j < n_units; j += L) {
+                if (dy_lines) lines[n++] = dy + (t * B + b) * ldy + j;
+                if (!cell_lines) continue;
+                for (int g = 0; g < G; ++g) lines[n++] = gates + row * GH + g * H + j;
+                for (int k = 0; k < Cell::AUX; ++k) lines[n++] = aux + (row * Cell::AUX + k) * H + j;
+                if (Cell::has_direct_path) lines[n++] = h_prev + row * P + j;
+            }
+        }
+        return n;
+    }
+    static constexpr int kLinesPerUnit = 1 + G + Cell::AUX + (Cell::has_direct_path ? 1 : 0);
+
     // Phase 1 at step s (s = -1: the final pass that only forms dh0 from step 0's gate gradients),
     // rows x state units q*NB*L ..
     template <int R> void state_block(int64_t s, const int64_t *rows, int64_t q) const {
@@ -56,7 +80,14 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
             a[r] = has_next[r] ? gates + order->packed(time_of(s + 1, b), b) * GH : zero_row;
         }
         V acc[R][NB];
-        panel_product<T, R, NB>(a, GH, panels + q * column_panel_size<T, NB>(GH), acc);
+        const T *panel = panels + q * column_panel_size<T, NB>(GH);
+        if (s >= 1) {  // (after step 0 comes the pass s = -1, which reads neither dy nor the tape)
+            const T *lines[R * NB * kLinesPerUnit];
+            const int n = next_step_lines(s, rows, R, q * NB * L, P, true, !projected, lines);
+            panel_product_prefetching<T, R, NB>(a, GH, panel, acc, lines, n);
+        } else {
+            panel_product<T, R, NB>(a, GH, panel, acc);
+        }
         for (int u = 0; u < NB; ++u) {
             const int64_t j = (q * NB + u) * L;
             if (j >= P) break;
@@ -85,7 +116,9 @@ template <typename T, class Cell, int NB> struct BackwardLoop {
         const T *a[R];
         for (int r = 0; r < R; ++r) a[r] = dh_state + order->packed(time_of(s, rows[r]), rows[r]) * P;
         V acc[R][NB];
-        panel_product<T, R, NB>(a, P, proj_panels + q * column_panel_size<T, NB>(P), acc);
+        const T *lines[R * NB * kLinesPerUnit];
+        const int n = s >= 1 ? next_step_lines(s, rows, R, q * NB * L, H, false, true, lines) : 0;
+        panel_product_prefetching<T, R, NB>(a, P, proj_panels + q * column_panel_size<T, NB>(P), acc, lines, n);
         for (int u = 0; u < NB; ++u) {
             const int64_t j = (q * NB + u) * L;
             if (j >= H) break;

@@ -156,6 +156,33 @@ inline void panel_product(const T *const *a_rows, int64_t K, const T *panel, vec
         for (int n = 0; n < NV; ++n) out[r][n] = acc[r][n];
 }
 
+// panel_product that also prefetches (for writing) the n_lines cache lines at lines[], one after each of
+// n_lines + 1 equal segments of the k loop: the misses of lines the caller will touch next overlap the
+// multiply-adds, a few at a time. Issued as one burst instead they filled the miss queue and gained nothing
+// (the backward's step loop, below). The same sums in the same order: the same bits as panel_product.
+template <typename T, int R, int NV>
+inline void panel_product_prefetching(const T *const *a_rows, int64_t K, const T *panel, vec_t<T> (&out)[R][NV],
+                                      const T *const *lines, int n_lines) {
+    typedef vec_t<T> V;
+    V acc[R][NV];
+    const T *a[R];
+    for (int r = 0; r < R; ++r) {
+        a[r] = a_rows[r];
+        for (int n = 0; n < NV; ++n) acc[r][n] = V{};
+    }
+    const int64_t segment = K / (n_lines + 1) > 1 ? K / (n_lines + 1) : 1;
+    int64_t k = 0;
+    int i = 0;
+    for (; i < n_lines && k + segment <= K; ++i, k += segment) {
+        panel_accumulate<T, R, NV>(a, k, k + segment, panel, acc);
+        __builtin_prefetch(lines[i], 1, 3);
+    }
+    panel_accumulate<T, R, NV>(a, k, K, panel, acc);
+    for (; i < n_lines; ++i) __builtin_prefetch(lines[i], 1, 3);
+    for (int r = 0; r < R; ++r)
+        for (int n = 0; n < NV; ++n) out[r][n] = acc[r][n];
+}
+
 // panel_product twice in one pass over k: out_a from (a_rows, Ka, panel_a) and out_b from (b_rows, Kb, panel_b),
 // each output summed in the same order as panel_product gives it alone (the same bits). With few rows
 // panel_product runs R * NV chains of dependent multiply-adds, fewer than the FMA units' latency times their
